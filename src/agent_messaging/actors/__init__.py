@@ -1,0 +1,1 @@
+"""The domain actors: agents, conversations, meetings."""

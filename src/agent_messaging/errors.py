@@ -1,0 +1,284 @@
+"""The whole exception tree of agent-messaging.
+
+Every error the library raises on purpose is one of these. Each carries the ids
+it is about (agent, meeting, message...) as attributes, and its message names
+the problem in words a user can act on. A DSN's password never appears in one.
+
+::
+
+    AgentMessagingError
+    ├── ConfigurationError            bad or missing configuration
+    ├── InvalidArgument (ValueError)  empty/too long/control-character ids, wrong types
+    ├── InvalidMessage (ValueError)   payload not valid as the message model, or too large
+    ├── NotFound (LookupError)
+    │   ├── OrganizationNotFound
+    │   ├── AgentNotFound
+    │   ├── MeetingNotFound
+    │   └── DeadLetterNotFound
+    ├── AlreadyExists                 registering an external id twice
+    ├── InvalidOperation              not allowed in the current state
+    │   ├── CrossOrganization         agents of different organizations
+    │   ├── NotHost                   a host-only meeting operation by someone else
+    │   ├── NotYourTurn               speaking without the floor
+    │   ├── TurnTimedOut              speaking after one's turn expired
+    │   ├── MeetingNotReady           starting before every participant is present
+    │   └── LifecycleError            AgentMessaging entered twice / used closed
+    ├── ReplyTimeout (TimeoutError)   send_and_wait got no reply in time
+    ├── WaitTimeout (TimeoutError)    wait_for_message saw nothing in time
+    ├── ConversationEnded             the conversation ended while waiting
+    ├── MeetingEnded                  the meeting ended (for operations on it)
+    ├── DeadlockDetected              a call would close a cycle of waiting agents
+    ├── PersistenceUnavailable        the database could not be reached in time
+    └── ActorError                    the actor kernel
+        ├── MailboxFull               tell_nowait on a full mailbox
+        ├── ActorStopped              the actor stopped before handling the message
+        └── SupervisorFailed          a supervisor exceeded its restart intensity
+
+The builtin ``TimeoutError`` is never shadowed: the two timeouts subclass it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+__all__ = [
+    "ActorError",
+    "ActorStopped",
+    "AgentMessagingError",
+    "AgentNotFound",
+    "AlreadyExists",
+    "ConfigurationError",
+    "ConversationEnded",
+    "CrossOrganization",
+    "DeadLetterNotFound",
+    "DeadlockDetected",
+    "InvalidArgument",
+    "InvalidMessage",
+    "InvalidOperation",
+    "LifecycleError",
+    "MailboxFull",
+    "MeetingEnded",
+    "MeetingNotFound",
+    "MeetingNotReady",
+    "NotFound",
+    "NotHost",
+    "NotYourTurn",
+    "OrganizationNotFound",
+    "PersistenceUnavailable",
+    "ReplyTimeout",
+    "SupervisorFailed",
+    "TurnTimedOut",
+    "WaitTimeout",
+]
+
+
+class AgentMessagingError(Exception):
+    """Base class of every error agent-messaging raises on purpose."""
+
+
+class ConfigurationError(AgentMessagingError):
+    """The configuration is missing something or contradicts itself."""
+
+
+class InvalidArgument(AgentMessagingError, ValueError):
+    """An argument is malformed: empty or over-long ids, control characters, wrong types."""
+
+
+class InvalidMessage(AgentMessagingError, ValueError):
+    """A message payload is not valid as the runtime's message type, or is too large."""
+
+
+class NotFound(AgentMessagingError, LookupError):
+    """Something looked up by id does not exist."""
+
+
+class OrganizationNotFound(NotFound):
+    """No organization has this external id."""
+
+    def __init__(self, external_id: str) -> None:
+        self.external_id = external_id
+        super().__init__(f"organization {external_id!r} not found")
+
+
+class AgentNotFound(NotFound):
+    """No (registered, not deregistered) agent has this external id."""
+
+    def __init__(self, external_id: str) -> None:
+        self.external_id = external_id
+        super().__init__(f"agent {external_id!r} not found")
+
+
+class MeetingNotFound(NotFound):
+    """No meeting has this id."""
+
+    def __init__(self, meeting_id: UUID | str) -> None:
+        self.meeting_id = meeting_id
+        super().__init__(f"meeting {meeting_id} not found")
+
+
+class DeadLetterNotFound(NotFound):
+    """No dead letter has this id."""
+
+    def __init__(self, dead_letter_id: int | str) -> None:
+        self.dead_letter_id = dead_letter_id
+        super().__init__(f"dead letter {dead_letter_id} not found")
+
+
+class AlreadyExists(AgentMessagingError):
+    """An organization or agent with this external id is already registered."""
+
+    def __init__(self, kind: str, external_id: str) -> None:
+        self.kind = kind
+        self.external_id = external_id
+        super().__init__(f"{kind} {external_id!r} already exists")
+
+
+class InvalidOperation(AgentMessagingError):
+    """The operation is not allowed in the current state."""
+
+
+class CrossOrganization(InvalidOperation):
+    """Agents of different organizations cannot message or meet each other."""
+
+    def __init__(self, agent: str, other: str) -> None:
+        self.agent = agent
+        self.other = other
+        super().__init__(f"agents {agent!r} and {other!r} belong to different organizations")
+
+
+class NotHost(InvalidOperation):
+    """A host-only meeting operation was attempted by another agent."""
+
+    def __init__(self, agent: str, meeting_id: UUID, action: str = "do this") -> None:
+        self.agent = agent
+        self.meeting_id = meeting_id
+        super().__init__(f"agent {agent!r} is not the host of meeting {meeting_id} and cannot {action}")
+
+
+class NotYourTurn(InvalidOperation):
+    """An agent tried to speak without holding the floor."""
+
+    def __init__(self, agent: str, meeting_id: UUID, floor_holder: str | None) -> None:
+        self.agent = agent
+        self.meeting_id = meeting_id
+        self.floor_holder = floor_holder
+        super().__init__(
+            f"agent {agent!r} does not hold the floor of meeting {meeting_id} (floor holder: {floor_holder!r})"
+        )
+
+
+class TurnTimedOut(InvalidOperation):
+    """An agent spoke after its turn had expired; the floor has moved on."""
+
+    def __init__(self, agent: str, meeting_id: UUID) -> None:
+        self.agent = agent
+        self.meeting_id = meeting_id
+        super().__init__(f"agent {agent!r}'s turn in meeting {meeting_id} timed out before it spoke")
+
+
+class MeetingNotReady(InvalidOperation):
+    """The host tried to start a meeting before every participant was present."""
+
+    def __init__(self, meeting_id: UUID, absent: Sequence[str]) -> None:
+        self.meeting_id = meeting_id
+        self.absent = list(absent)
+        super().__init__(f"meeting {meeting_id} cannot start: absent participants {self.absent!r}")
+
+
+class LifecycleError(InvalidOperation):
+    """An ``AgentMessaging`` instance was used in the wrong lifecycle state."""
+
+
+class ReplyTimeout(AgentMessagingError, TimeoutError):
+    """``send_and_wait`` got no reply before its timeout. A late reply lands in the sender's unread messages."""
+
+    def __init__(self, sender: str, recipient: str, request_id: UUID, timeout: float) -> None:
+        self.sender = sender
+        self.recipient = recipient
+        self.request_id = request_id
+        self.timeout = timeout
+        super().__init__(f"no reply from {recipient!r} to {sender!r} for request {request_id} within {timeout:g}s")
+
+
+class WaitTimeout(AgentMessagingError, TimeoutError):
+    """``wait_for_message`` saw no matching message before its timeout."""
+
+    def __init__(self, agent: str, from_agent: str | None, timeout: float) -> None:
+        self.agent = agent
+        self.from_agent = from_agent
+        self.timeout = timeout
+        source = f" from {from_agent!r}" if from_agent else ""
+        super().__init__(f"no message{source} for {agent!r} within {timeout:g}s")
+
+
+class ConversationEnded(AgentMessagingError):
+    """The conversation ended while the caller waited; ``message`` is the ending message, if any."""
+
+    def __init__(self, agent_a: str, agent_b: str, conversation_id: UUID, message: Any = None) -> None:
+        self.agent_a = agent_a
+        self.agent_b = agent_b
+        self.conversation_id = conversation_id
+        self.message = message
+        super().__init__(f"conversation {conversation_id} between {agent_a!r} and {agent_b!r} ended")
+
+
+class MeetingEnded(AgentMessagingError):
+    """The meeting has ended; no more turns can be taken in it."""
+
+    def __init__(self, meeting_id: UUID) -> None:
+        self.meeting_id = meeting_id
+        super().__init__(f"meeting {meeting_id} has ended")
+
+
+class DeadlockDetected(AgentMessagingError):
+    """A ``send_and_wait`` would close a cycle of agents waiting on each other inside their handlers."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        super().__init__("deadlock: " + " -> ".join(self.cycle))
+
+
+class PersistenceUnavailable(AgentMessagingError):
+    """The database could not be reached (or a write committed) within the configured time."""
+
+    def __init__(self, detail: str, *, host: str | None = None) -> None:
+        self.host = host
+        where = f" at {host}" if host else ""
+        super().__init__(f"database unavailable{where}: {detail}")
+
+
+class ActorError(AgentMessagingError):
+    """Base class of the actor kernel's errors."""
+
+
+class MailboxFull(ActorError):
+    """``tell_nowait`` found the actor's mailbox full."""
+
+    def __init__(self, actor: str, capacity: float) -> None:
+        self.actor = actor
+        self.capacity = capacity
+        super().__init__(f"mailbox of actor {actor!r} is full ({capacity:g} messages)")
+
+
+class ActorStopped(ActorError):
+    """The actor stopped (or crashed) before it handled the message."""
+
+    def __init__(self, actor: str, reason: str = "stopped before handling the message") -> None:
+        self.actor = actor
+        super().__init__(f"actor {actor!r} {reason}")
+
+
+class SupervisorFailed(ActorError):
+    """A supervisor's children failed more often than its restart intensity allows."""
+
+    def __init__(self, supervisor: str, restarts: int, period: float, cause: BaseException | None = None) -> None:
+        self.supervisor = supervisor
+        self.restarts = restarts
+        self.period = period
+        self.cause = cause
+        super().__init__(
+            f"supervisor {supervisor!r} exceeded its restart intensity ({restarts} restarts in {period:g}s)"
+            + (f": {cause!r}" if cause is not None else "")
+        )

@@ -1,0 +1,1 @@
+"""Persistence: the psqlpy pool and trio bridge, embedded server, migrations, writer, repositories."""

@@ -1,0 +1,1 @@
+"""The kernel: mailbox, actors, supervisor, the runtime object and its CLI."""

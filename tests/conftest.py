@@ -1,0 +1,146 @@
+"""Test infrastructure: one real PostgreSQL per session, one fresh database per test.
+
+With ``AGENT_MESSAGING_TEST_DSN`` set, the suite uses that server; otherwise it
+starts the embedded server once in a temporary directory. A template database
+is migrated once; every test gets its own database cloned from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import psqlpy
+import pytest
+
+from agent_messaging import AgentMessaging, Config
+from agent_messaging.persistence.database import Database
+from agent_messaging.persistence.embedded import _start, _stop
+from agent_messaging.persistence.migrations import apply_migrations
+
+TEMPLATE = "am_test_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every async test runs on asyncio and on trio."""
+    return str(request.param)
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` pointed at database ``name``."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+    words = [w for w in dsn.split() if not w.startswith("dbname=")]
+    return " ".join([*words, f"dbname={name}"])
+
+
+def admin(dsn: str, *statements: str) -> list[dict[str, Any]]:
+    """Run statements on a short-lived connection (sync, outside the test's event loop)."""
+
+    async def go() -> list[dict[str, Any]]:
+        conn = await psqlpy.connect(dsn=dsn)
+        try:
+            result: list[dict[str, Any]] = []
+            for sql in statements:
+                result = (await conn.execute(sql)).result()
+            return result
+        finally:
+            conn.close()
+
+    return anyio.run(go, backend="asyncio")
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of the session's PostgreSQL server (maintenance database)."""
+    external = os.environ.get("AGENT_MESSAGING_TEST_DSN")
+    if external:
+        yield external
+        return
+    handle = _start(tmp_path_factory.mktemp("embedded") / "pgdata")
+    try:
+        yield handle.dsn
+    finally:
+        _stop(handle)
+
+
+@pytest.fixture(scope="session")
+def template_dsn(server_dsn: str) -> str:
+    """A migrated template database, made once per session."""
+    admin(server_dsn, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)", f"CREATE DATABASE {TEMPLATE}")
+    dsn = with_database(server_dsn, TEMPLATE)
+
+    async def migrate() -> None:
+        db = Database(dsn, pool_size=2)
+        await db.open()
+        try:
+            await apply_migrations(db)
+        finally:
+            await db.aclose()
+
+    anyio.run(migrate, backend="asyncio")
+    return dsn
+
+
+@pytest.fixture
+def fresh_database(server_dsn: str) -> Iterator[Callable[[bool], str]]:
+    """Factory of new databases: ``fresh_database(migrated=True)`` returns a DSN; all dropped after the test."""
+    made: list[str] = []
+
+    def make(migrated: bool = True) -> str:
+        name = f"am_test_{os.getpid()}_{next(_counter)}"
+        template = f" TEMPLATE {TEMPLATE}" if migrated else ""
+        admin(server_dsn, f"CREATE DATABASE {name}{template}")
+        made.append(name)
+        return with_database(server_dsn, name)
+
+    yield make
+    for name in made:
+        with contextlib.suppress(Exception):
+            admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def dsn(template_dsn: str, fresh_database: Callable[[bool], str]) -> str:
+    """DSN of this test's own migrated database."""
+    return fresh_database(True)
+
+
+@pytest.fixture
+def config(dsn: str) -> Config:
+    """A Config for this test's database (fast timeouts for tests)."""
+    return Config(dsn=dsn, pool_size=4, connect_timeout=5, persistence_timeout=5)
+
+
+@pytest.fixture
+async def am(config: Config) -> AsyncIterator[AgentMessaging[Any]]:
+    """An open runtime on this test's database."""
+    async with AgentMessaging[Any](config) as runtime:
+        yield runtime
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Async tests are anyio tests (run on both backends)."""
+    for item in items:
+        if isinstance(item, pytest.Function) and _is_async(item.function):
+            item.add_marker(pytest.mark.anyio)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
+def repo_root() -> Path:
+    """The project's root folder."""
+    return Path(__file__).resolve().parent.parent
