@@ -8,6 +8,7 @@ never shown by ``repr``, logs or errors (use :meth:`Config.redacted_dsn`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,6 +16,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Config", "redact_dsn"]
+
+# a key=value DSN's password: libpq allows spaces around '=' and single-quoted values with backslash escapes
+_KV_PASSWORD = re.compile(r"(?i)(?<![\w.-])password\s*=\s*(?:'(?:[^'\\]|\\.)*'?|\S*)")
 
 
 def redact_dsn(dsn: str) -> str:
@@ -30,7 +34,7 @@ def redact_dsn(dsn: str) -> str:
             "password=***" if item.lower().startswith("password=") else item for item in parts.query.split("&") if item
         )
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return " ".join("password=***" if word.lower().startswith("password=") else word for word in dsn.split())
+    return _KV_PASSWORD.sub("password=***", dsn)
 
 
 def dsn_host(dsn: str) -> str:

@@ -19,6 +19,7 @@ tells are dropped, and later tells and asks raise ``ActorStopped``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -239,10 +240,9 @@ class ActorRef(Generic[M]):
     def _request_exit(self) -> None:
         """Ask the running instance to exit normally after its current message."""
         self._exit_requested = True
-        try:
-            self._mailbox.send_nowait(None)  # wake it if it is idle
-        except (MailboxFull, ActorStopped):
-            pass  # full (so not idle) or closed (so exiting anyway)
+        # Wake it if it is idle; a full mailbox means it is not idle, a closed one that it is exiting anyway.
+        with contextlib.suppress(MailboxFull, ActorStopped):
+            self._mailbox.send_nowait(None)
 
     def _finish(self) -> None:
         """Stop for good: fail every pending ask, drop queued tells, close the mailbox."""
@@ -294,9 +294,12 @@ async def _stop_instance(actor: Actor[Any], *, cancelled: bool) -> None:
 async def _run_instance(
     ref: ActorRef[M],
     factory: Callable[[], Actor[M]],
-    task_status: TaskStatus[ActorRef[M]] = anyio.TASK_STATUS_IGNORED,
+    ready: Callable[[], None],
 ) -> None:
-    """Run one actor instance on ``ref`` until it exits (returns) or crashes (raises)."""
+    """Run one actor instance on ``ref`` until it exits (returns) or crashes (raises).
+
+    ``ready`` is called once ``on_start`` returned.
+    """
     actor = factory()
     actor.ref = ref
     ref._exit_requested = False
@@ -305,7 +308,7 @@ async def _run_instance(
     except Exception as exc:
         await actor.on_failure(exc, None)
         raise
-    task_status.started(ref)
+    ready()
     mailbox = ref._mailbox
     try:
         while not ref._exit_requested:
@@ -343,7 +346,7 @@ async def _run_unsupervised(
     task_status: TaskStatus[ActorRef[M]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     try:
-        await _run_instance(ref, factory, task_status)
+        await _run_instance(ref, factory, lambda: task_status.started(ref))
     finally:
         ref._finish()
 

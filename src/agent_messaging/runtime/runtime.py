@@ -9,9 +9,9 @@ raises ``LifecycleError``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import structlog
@@ -19,12 +19,22 @@ from pydantic import TypeAdapter
 
 from .._validation import check_id, check_metadata, check_name
 from ..config import Config
-from ..errors import LifecycleError
+from ..errors import InvalidArgument, LifecycleError
 from ..models import Agent, Organization
 from ..persistence.database import Database
 from ..persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
 from ..persistence.migrations import apply_migrations
+from ..models import MeetingEventType
 from ..persistence.repositories import AgentRepository, OrganizationRepository
+from ..persistence.writer import Writer
+from ._services import Codec, Directory, Services, Signals
+from .registry import EventHandler, HostSpec, Registry, TurnHandler
+
+if TYPE_CHECKING:
+    from ..actors.agent import Agent as AgentClass
+    from ..actors.conversation import Conversations
+    from ..actors.meeting import Meetings
+    from ..actors.one_way import OneWay
 
 __all__ = ["AgentMessaging", "RuntimeState"]
 
@@ -63,6 +73,11 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         self._embedded: EmbeddedServer | None = None
         self._organizations: OrganizationRepository | None = None
         self._agents: AgentRepository | None = None
+        self._services: Services[T] | None = None
+        self.registry: Registry[T] = Registry()
+        self._one_way: OneWay[T] | None = None
+        self._conversation: Conversations[T] | None = None
+        self._meeting: Meetings[T] | None = None
 
     # ----------------------------------------------------------------- types
 
@@ -104,15 +119,24 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await self._open_database(stack)
-                async with anyio.create_task_group() as tg:
-                    self._task_group = tg
-                    self._state = RuntimeState.OPEN
-                    log.info("runtime.open", database=self.database.redacted_dsn)
+                # the writer's group encloses the actors' group, so it flushes after every actor stopped
+                async with anyio.create_task_group() as writer_group:
+                    writer = self._make_writer()
+                    await writer_group.start(writer.run)
                     try:
-                        yield self
+                        async with anyio.create_task_group() as tg:
+                            await self._start_services(tg, writer)
+                            self._state = RuntimeState.OPEN
+                            log.info(
+                                "runtime.open", database=self.database.redacted_dsn, hosted=sorted(self.registry.hosts)
+                            )
+                            try:
+                                yield self
+                            finally:
+                                self._state = RuntimeState.CLOSING
+                                await self._stop_services(tg)
                     finally:
-                        self._state = RuntimeState.CLOSING
-                        tg.cancel_scope.cancel()
+                        writer.close()
         finally:
             self._state = RuntimeState.CLOSED
             log.info("runtime.closed")
@@ -133,6 +157,141 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         self._db = db
         self._organizations = OrganizationRepository(db)
         self._agents = AgentRepository(db)
+
+    def _make_writer(self) -> Writer:
+        assert self._db is not None
+        cfg = self.config
+        return Writer(
+            self._db,
+            batch_size=cfg.writer_batch_size,
+            linger=cfg.writer_linger,
+            connections=cfg.writer_connections,
+            timeout=cfg.persistence_timeout,
+            notify=cfg.notify,
+        )
+
+    async def _start_services(self, tg: anyio.abc.TaskGroup, writer: Writer) -> None:
+        from ..actors.conversation import Conversations
+        from ..actors.meeting import Meetings
+        from ..actors.one_way import OneWay
+
+        assert self._db is not None and self._agents is not None
+        cfg = self.config
+        services: Services[T] = Services(
+            config=cfg,
+            db=self._db,
+            writer=writer,
+            directory=Directory(self._agents),
+            codec=Codec(self.message_type, cfg.max_message_bytes),
+            signals=Signals(),
+            task_group=tg,
+        )
+        self._services = services
+        self._one_way = OneWay(services, self.registry)
+        self._conversation = Conversations(services, self.registry)
+        self._meeting = Meetings(services, self.registry)
+        await tg.start(self._one_way.run)
+        await tg.start(self._conversation.run)
+        await tg.start(self._meeting.run)
+
+    async def _stop_services(self, tg: anyio.abc.TaskGroup) -> None:
+        with anyio.CancelScope(shield=True):
+            assert self._one_way is not None
+            with anyio.move_on_after(self.config.shutdown_grace):
+                await self._one_way.drain()
+            tg.cancel_scope.cancel()
+
+    @property
+    def services(self) -> Services[T]:
+        """The open runtime's services (for the actors and the CLI)."""
+        self._check_open()
+        assert self._services is not None
+        return self._services
+
+    @property
+    def one_way(self) -> OneWay[T]:
+        """One-way messages: ``await am.one_way.send(sender, recipients, message)``."""
+        self._check_open()
+        assert self._one_way is not None
+        return self._one_way
+
+    @property
+    def conversation(self) -> Conversations[T]:
+        """Calls and chats between two agents."""
+        self._check_open()
+        assert self._conversation is not None
+        return self._conversation
+
+    @property
+    def meeting(self) -> Meetings[T]:
+        """Turn-based meetings of many agents."""
+        self._check_open()
+        assert self._meeting is not None
+        return self._meeting
+
+    # ---------------------------------------------------------------- hosting
+
+    def register_handler(self, *agents: str, restart: str = "permanent") -> Callable[[Any], Any]:
+        """Decorator: host ``agents`` here with ``async def handler(message, ctx) -> reply | None``."""
+        names = [check_id(a, "agent") for a in agents]
+        if not names:
+            raise InvalidArgument("register_handler needs at least one agent id")
+
+        def decorate(fn: Any) -> Any:
+            if not callable(fn):
+                raise InvalidArgument("register_handler decorates an async function")
+            for name in names:
+                self._add_host(HostSpec(agent=name, handler=fn, restart=_restart(restart)))
+            return fn
+
+        return decorate
+
+    def host(self, agent: str, agent_class: type[AgentClass[T]], *, restart: str = "permanent") -> None:
+        """Host ``agent`` here with an ``Agent`` subclass (a fresh instance per (re)start)."""
+        from ..actors.agent import Agent as AgentBase
+
+        name = check_id(agent, "agent")
+        if not (isinstance(agent_class, type) and issubclass(agent_class, AgentBase)):
+            raise InvalidArgument(f"host() takes an Agent subclass, not {agent_class!r}")
+        self._add_host(HostSpec(agent=name, agent_class=agent_class, restart=_restart(restart)))
+
+    def _add_host(self, spec: HostSpec) -> None:
+        if self._state in (RuntimeState.CLOSING, RuntimeState.CLOSED):
+            raise LifecycleError("cannot host agents on a closed runtime")
+        self.registry.hosts[spec.agent] = spec
+        if self._state is RuntimeState.OPEN and self._one_way is not None:
+            self._services_tg_start(spec)
+
+    def _services_tg_start(self, spec: HostSpec) -> None:
+        assert self._one_way is not None and self._services is not None
+        self._services.task_group.start_soon(self._one_way.host, spec)
+
+    def register_turn_handler(self, *agents: str) -> Callable[[TurnHandler], TurnHandler]:
+        """Decorator: ``async def on_turn(turn) -> message | None`` takes ``agents``' meeting turns."""
+        names = [check_id(a, "agent") for a in agents]
+        if not names:
+            raise InvalidArgument("register_turn_handler needs at least one agent id")
+
+        def decorate(fn: TurnHandler) -> TurnHandler:
+            for name in names:
+                self.registry.turn_handlers[name] = fn
+            return fn
+
+        return decorate
+
+    def on_meeting_event(self, *types: MeetingEventType | str) -> Callable[[EventHandler], EventHandler]:
+        """Decorator: ``async def handler(event)`` for these meeting event types (all types if none given)."""
+        try:
+            keys: list[MeetingEventType | None] = [MeetingEventType(t) for t in types] or [None]
+        except ValueError as exc:
+            raise InvalidArgument(f"unknown meeting event type: {exc}") from None
+
+        def decorate(fn: EventHandler) -> EventHandler:
+            for key in keys:
+                self.registry.event_handlers.setdefault(key, []).append(fn)
+            return fn
+
+        return decorate
 
     # ----------------------------------------------------- organizations/agents
 
@@ -178,8 +337,18 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         """Deregister an agent: it can no longer send or receive; its history stays queryable."""
         self._check_open()
         assert self._agents is not None
-        return await self._agents.deregister(check_id(external_id, "agent external_id"))
+        agent = await self._agents.deregister(check_id(external_id, "agent external_id"))
+        if self._services is not None:
+            self._services.directory.forget(agent.external_id)
+        return agent
 
     async def _resolve(self, external_ids: Sequence[str]) -> dict[str, Agent]:
         assert self._agents is not None
         return await self._agents.get_many(list(external_ids))
+
+
+def _restart(value: str) -> str:
+    if value not in ("permanent", "transient", "temporary"):
+        raise InvalidArgument(f"restart must be 'permanent', 'transient' or 'temporary', not {value!r}")
+    return value
+

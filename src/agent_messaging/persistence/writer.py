@@ -1,0 +1,354 @@
+"""The persistence actor: every write on the request path goes through it.
+
+Callers submit a *unit* (one or more rows that must commit together) and wait.
+Each writer connection takes everything waiting (up to ``batch_size`` rows),
+writes it in **one transaction** with one multi-row ``INSERT ... SELECT FROM
+unnest(...)`` (or ``UPDATE ... FROM unnest``) per statement kind, sends at most
+one NOTIFY naming who has news, commits, and only then completes each caller:
+acknowledged means committed.
+
+Every statement is idempotent (client-made ids with ``ON CONFLICT DO NOTHING``,
+updates that set absolute values), so when the connection drops mid-batch the
+whole batch is simply retried, with backoff, until it commits or the caller's
+``persistence_timeout`` passes (then ``PersistenceUnavailable``). A unit whose
+rows are invalid fails alone: the batch is retried unit by unit to isolate it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import psqlpy
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..errors import PersistenceUnavailable
+from .database import Database, is_connection_error
+
+__all__ = ["NOTIFY_CHANNEL", "STATEMENTS", "Statement", "Write", "Writer", "WriterStatistics"]
+
+log = structlog.get_logger("agent_messaging.writer")
+NOTIFY_CHANNEL = "agent_messaging"
+_NOTIFY_LIMIT = 7000
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A batched statement: ``sql`` takes one array parameter per column; ``rank`` orders kinds in a batch."""
+
+    rank: int
+    sql: str
+
+
+def _insert(table: str, columns: str, types: str, conflict: str = "DO NOTHING") -> str:
+    names = [c.strip() for c in columns.split(",")]
+    kinds = [t.strip() for t in types.split(",")]
+    arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(kinds, 1))
+    select = ", ".join(f"u.{n}::jsonb" if n in _JSON_COLUMNS else f"u.{n}" for n in names)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM unnest({arrays}) AS u({', '.join(names)}) "
+        f"ON CONFLICT {conflict}"
+    )
+
+
+_JSON_COLUMNS = {"payload", "metadata", "data"}
+
+#: Every batched write the runtime makes, by kind. Lower rank runs first in a batch.
+STATEMENTS: dict[str, Statement] = {
+    "conversation.open": Statement(
+        10,
+        _insert(
+            "conversations",
+            "id, organization_id, agent_a, agent_b",
+            "uuid, uuid, uuid, uuid",
+        ),
+    ),
+    "conversation.end": Statement(
+        11,
+        "UPDATE conversations c SET status = 'ended', ended_at = now(), ended_by = u.ended_by "
+        "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, ended_by) WHERE c.id = u.id AND c.status = 'active'",
+    ),
+    "message.insert": Statement(
+        20,
+        _insert(
+            "messages",
+            "id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, payload, metadata, "
+            "reply_deadline",
+            "uuid, uuid, text, uuid, uuid, uuid, uuid, text, text, timestamptz",
+            "(id) DO NOTHING",
+        ),
+    ),
+    "message.read": Statement(
+        30,
+        "UPDATE messages m SET read_at = coalesce(m.read_at, now()) FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
+    ),
+    "message.handled": Statement(
+        31,
+        "UPDATE messages m SET handled_at = coalesce(m.handled_at, now()), read_at = coalesce(m.read_at, now()), "
+        "attempts = greatest(m.attempts, u.attempts) "
+        "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+    ),
+    "message.attempt": Statement(
+        32,
+        "UPDATE messages m SET attempts = greatest(m.attempts, u.attempts) "
+        "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+    ),
+    "message.replied": Statement(
+        33,
+        "UPDATE messages m SET replied_at = coalesce(m.replied_at, now()) FROM unnest($1::uuid[]) AS u(id) "
+        "WHERE m.id = u.id",
+    ),
+    "message.timed_out": Statement(
+        34,
+        "UPDATE messages m SET timed_out_at = coalesce(m.timed_out_at, now()) FROM unnest($1::uuid[]) AS u(id) "
+        "WHERE m.id = u.id AND m.replied_at IS NULL",
+    ),
+    "message.dead": Statement(
+        35,
+        "WITH dead AS (UPDATE messages m SET dead_at = now(), attempts = greatest(m.attempts, u.attempts) "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(id, agent_id, attempts, error) "
+        "WHERE m.id = u.id AND m.dead_at IS NULL RETURNING m.id, u.agent_id, u.attempts, u.error) "
+        "INSERT INTO dead_letters (message_id, agent_id, attempts, error) "
+        "SELECT id, agent_id, attempts, error FROM dead",
+    ),
+    "meeting.create": Statement(
+        40,
+        _insert(
+            "meetings",
+            "id, organization_id, host_id, turn_duration, speaker_selection",
+            "uuid, uuid, uuid, float8, text",
+        ),
+    ),
+    "meeting.participant": Statement(
+        41,
+        _insert("meeting_participants", "meeting_id, agent_id, position", "uuid, uuid, int"),
+    ),
+    "meeting.participant_state": Statement(
+        42,
+        "UPDATE meeting_participants p SET status = u.status, last_turn_seq = greatest(p.last_turn_seq, u.last_turn_seq), "
+        "joined_at = CASE WHEN u.status = 'present' THEN coalesce(p.joined_at, now()) ELSE p.joined_at END, "
+        "left_at = CASE WHEN u.status = 'left' THEN coalesce(p.left_at, now()) ELSE p.left_at END "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS u(meeting_id, agent_id, status, last_turn_seq) "
+        "WHERE p.meeting_id = u.meeting_id AND p.agent_id = u.agent_id",
+    ),
+    "meeting.event": Statement(
+        43,
+        _insert(
+            "meeting_events",
+            "meeting_id, seq, type, agent_id, payload, turn_number, data",
+            "uuid, bigint, text, uuid, text, int, text",
+        ),
+    ),
+    "meeting.state": Statement(
+        44,
+        "UPDATE meetings m SET status = u.status, floor_holder = u.floor_holder, turn_number = u.turn_number, "
+        "turn_deadline = u.turn_deadline, last_seq = greatest(m.last_seq, u.last_seq), "
+        "started_at = CASE WHEN u.status = 'active' THEN coalesce(m.started_at, now()) ELSE m.started_at END, "
+        "ended_at = CASE WHEN u.status = 'ended' THEN coalesce(m.ended_at, now()) ELSE m.ended_at END "
+        "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[]) "
+        "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq) WHERE m.id = u.id",
+    ),
+}
+
+
+def to_json(value: Any) -> str | None:
+    """JSON text for a jsonb column (None stays NULL)."""
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Write:
+    """One row for one statement kind (columns in the statement's order; json columns as JSON text)."""
+
+    kind: str
+    row: tuple[Any, ...]
+
+
+@dataclass
+class _Unit:
+    writes: Sequence[Write]
+    notify: frozenset[str]
+    deadline: float
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class WriterStatistics:
+    """Counters of the persistence actor."""
+
+    transactions: int
+    units: int
+    rows: int
+    retries: int
+    failures: int
+    queued: int
+
+
+class Writer:
+    """The persistence actor. Run it with ``await task_group.start(writer.run)``; submit with :meth:`write`."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        batch_size: int = 1000,
+        linger: float = 0.0005,
+        connections: int = 2,
+        timeout: float = 30.0,
+        notify: bool = True,
+    ) -> None:
+        self.db = db
+        self.batch_size = batch_size
+        self.linger = linger
+        self.connections = connections
+        self.timeout = timeout
+        self.notify_enabled = notify
+        self._send: MemoryObjectSendStream[_Unit] | None = None
+        self._transactions = self._units = self._rows = self._retries = self._failures = 0
+
+    def statistics(self) -> WriterStatistics:
+        """A snapshot of the writer's counters."""
+        queued = self._send.statistics().current_buffer_used if self._send is not None else 0
+        return WriterStatistics(self._transactions, self._units, self._rows, self._retries, self._failures, queued)
+
+    async def write(self, writes: Iterable[Write], *, notify: Iterable[str] = ()) -> None:
+        """Commit ``writes`` together (all or none) and return once committed.
+
+        ``notify`` names the agents/meetings that have news; the batch sends them
+        in one NOTIFY. Raises ``PersistenceUnavailable`` if the database cannot
+        take the write within the writer's timeout.
+        """
+        unit = _Unit(list(writes), frozenset(notify), anyio.current_time() + self.timeout)
+        for w in unit.writes:
+            if w.kind not in STATEMENTS:
+                raise ValueError(f"unknown write kind {w.kind!r}")
+        if not unit.writes and not unit.notify:
+            return
+        if self._send is None:
+            raise PersistenceUnavailable("the persistence actor is not running", host=self.db.host)
+        try:
+            await self._send.send(unit)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise PersistenceUnavailable("the runtime is closing; the write was not taken", host=self.db.host) from None
+        await unit.done.wait()
+        if unit.error is not None:
+            raise unit.error
+
+    def close(self) -> None:
+        """Stop taking writes; :meth:`run` returns once everything queued is committed (flush)."""
+        if self._send is not None:
+            self._send.close()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; then fail whatever is still queued (nothing is half-written)."""
+        send, receive = anyio.create_memory_object_stream[_Unit](max(self.batch_size * 4, 1000))
+        self._send = send
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.connections):
+                    tg.start_soon(self._serve, receive.clone())
+                task_status.started()
+        finally:
+            self._send = None
+            send.close()
+            for unit in _drain(receive):
+                unit.error = PersistenceUnavailable("the runtime closed before the write", host=self.db.host)
+                unit.done.set()
+            receive.close()
+
+    async def _serve(self, receive: MemoryObjectReceiveStream[_Unit]) -> None:
+        last_batch = 1
+        with receive:
+            async for first in receive:
+                batch, rows = [first], len(first.writes)
+                while rows < self.batch_size:
+                    try:
+                        unit = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        if last_batch > 1 and self.linger > 0:
+                            with anyio.move_on_after(self.linger):
+                                unit = await receive.receive()
+                                batch.append(unit)
+                                rows += len(unit.writes)
+                                continue
+                        break
+                    except anyio.EndOfStream:
+                        break
+                    batch.append(unit)
+                    rows += len(unit.writes)
+                last_batch = len(batch)
+                with anyio.CancelScope(shield=True):
+                    await self._commit(batch)
+
+    async def _commit(self, batch: list[_Unit]) -> None:
+        delay = 0.01
+        while batch:
+            try:
+                await self.db.transaction(lambda tx: _apply(tx, batch, self.notify_enabled))
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if isinstance(exc, PersistenceUnavailable) or is_connection_error(exc):
+                    self._retries += 1
+                    now = anyio.current_time()
+                    batch = self._expire(batch, now, exc)
+                    log.warning("writer.retry", error=str(exc), delay=delay, units=len(batch))
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if len(batch) > 1:  # isolate the unit that is at fault
+                    for unit in batch:
+                        await self._commit([unit])
+                    return
+                self._failures += 1
+                batch[0].error = exc
+                batch[0].done.set()
+                return
+            self._transactions += 1
+            self._units += len(batch)
+            self._rows += sum(len(u.writes) for u in batch)
+            for unit in batch:
+                unit.done.set()
+            return
+
+    def _expire(self, batch: list[_Unit], now: float, exc: BaseException) -> list[_Unit]:
+        kept = []
+        for unit in batch:
+            if now >= unit.deadline:
+                self._failures += 1
+                unit.error = PersistenceUnavailable(
+                    f"write not committed within {self.timeout:g}s ({exc})", host=self.db.host
+                )
+                unit.done.set()
+            else:
+                kept.append(unit)
+        return kept
+
+
+async def _apply(tx: psqlpy.Transaction, batch: list[_Unit], notify: bool) -> None:
+    by_kind: dict[str, list[tuple[Any, ...]]] = {}
+    for unit in batch:
+        for w in unit.writes:
+            by_kind.setdefault(w.kind, []).append(w.row)
+    for kind in sorted(by_kind, key=lambda k: STATEMENTS[k].rank):
+        rows = by_kind[kind]
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        await tx.execute(STATEMENTS[kind].sql, columns)
+    if notify:
+        names = sorted({name for unit in batch for name in unit.notify})
+        if names:
+            payload = ",".join(names)
+            await tx.execute("SELECT pg_notify($1, $2)", [NOTIFY_CHANNEL, payload if len(payload) < _NOTIFY_LIMIT else "*"])
+
+
+def _drain(receive: MemoryObjectReceiveStream[_Unit]) -> list[_Unit]:
+    units = []
+    while True:
+        try:
+            units.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return units
