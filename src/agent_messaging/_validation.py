@@ -58,7 +58,7 @@ def check_metadata(value: object, what: str = "metadata") -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise InvalidArgument(f"{what} must be a mapping with str keys")
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # NaN/Infinity are not JSON (jsonb would store null)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{what} is not JSON-serializable: {exc}") from None
     return dict(value)
@@ -68,7 +68,7 @@ def check_timeout(value: object, what: str = "timeout") -> float | None:
     """None (no limit) or a positive finite number of seconds."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise InvalidArgument(f"{what} must be a positive number of seconds or None, not {value!r}")
     return float(value)
 

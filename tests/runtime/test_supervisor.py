@@ -359,3 +359,37 @@ async def test_thousand_actors_under_one_supervisor() -> None:
         assert sup.statistics().children == count
     assert results == [[0, 1, 2]] * count
     assert all(worker.stopped for worker in tracker.instances)
+
+
+async def test_stopping_does_not_wait_for_a_restart_backoff_and_fails_queued_asks() -> None:
+    tracker = Tracker()
+    errors: list[BaseException] = []
+
+    async def asker(ref: ActorRef[Any]) -> None:
+        try:
+            await ref.ask("queued during backoff")
+        except ActorStopped as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(10):  # a safety bound: the backoff below is an hour
+        async with anyio.create_task_group() as tg:
+            sup = Supervisor("sup", backoff_initial=3600.0, backoff_max=3600.0)
+            await tg.start(sup.run)
+            ref = await sup.start_child(ChildSpec("w", tracker.factory))
+            await ref.tell("fail")
+            tg.start_soon(asker, ref)
+            await anyio.wait_all_tasks_blocked()
+            await sup.stop()
+    assert len(errors) == 1
+    assert len(tracker.instances) == 1
+
+
+async def test_ref_stop_removes_a_permanent_child_for_good() -> None:
+    tracker = Tracker()
+    async with running(Supervisor("sup")) as sup:
+        ref = await sup.start_child(ChildSpec("w", tracker.factory))
+        await ref.tell("last")
+        await ref.stop()
+        assert sup.children() == []
+    assert tracker.instances[0].seen == ["last"]
+    assert len(tracker.instances) == 1

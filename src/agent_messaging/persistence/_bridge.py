@@ -38,6 +38,10 @@ class Bridge:
     async def aclose(self) -> None:
         """Stop the bridge (after every call has returned)."""
 
+    def call_soon_in_caller(self, fn: Callable[[], None]) -> None:
+        """From a callback on the psqlpy loop, schedule ``fn()`` on the runtime's event loop."""
+        fn()
+
 
 class _InPlaceBridge(Bridge):
     async def run(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
@@ -78,6 +82,9 @@ class _ThreadBridge(Bridge):
             await done.wait()
         await anyio.lowlevel.checkpoint_if_cancelled()
         return future.result()
+
+    def call_soon_in_caller(self, fn: Callable[[], None]) -> None:
+        self._token.run_sync_soon(fn)
 
     async def aclose(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -59,6 +59,8 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, pg_exc.ConnectionPoolBuildError | pg_exc.ConnectionPoolConfigurationError):
         return False
     text = str(exc).lower()
+    if "db error: error:" in text:
+        return False  # the server answered with an ERROR: this statement failed, the connection is fine
     if isinstance(exc, _CONNECTION_ERRORS):
         return True
     return isinstance(exc, pg_exc.Error) and any(word in text for word in _DISCONNECT_WORDS)
@@ -189,6 +191,11 @@ class Database:
         """Run an arbitrary coroutine function on the psqlpy loop (for the listener)."""
         bridge, _pool = self._require()
         return await bridge.run(fn, *args)
+
+    def call_soon_in_caller(self, fn: Callable[[], None]) -> None:
+        """From a callback on the psqlpy loop, schedule ``fn()`` on the runtime's event loop."""
+        bridge, _pool = self._require()
+        bridge.call_soon_in_caller(fn)
 
     @property
     def pool(self) -> psqlpy.ConnectionPool:

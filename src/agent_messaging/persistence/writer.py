@@ -2,10 +2,11 @@
 
 Callers submit a *unit* (one or more rows that must commit together) and wait.
 Each writer connection takes everything waiting (up to ``batch_size`` rows),
-writes it in **one transaction** with one multi-row ``INSERT ... SELECT FROM
-unnest(...)`` (or ``UPDATE ... FROM unnest``) per statement kind, sends at most
-one NOTIFY naming who has news, commits, and only then completes each caller:
-acknowledged means committed.
+writes it in **one statement** — a data-modifying CTE per statement kind, each a
+multi-row ``INSERT ... SELECT FROM unnest(...)`` or ``UPDATE ... FROM unnest``,
+ending in at most one NOTIFY naming who has news — so one round trip commits
+the whole batch atomically; only then is each caller completed: acknowledged
+means committed.
 
 Every statement is idempotent (client-made ids with ``ON CONFLICT DO NOTHING``,
 updates that set absolute values), so when the connection drops mid-batch the
@@ -17,6 +18,7 @@ rows are invalid fails alone: the batch is retried unit by unit to isolate it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = ["NOTIFY_CHANNEL", "STATEMENTS", "Statement", "Write", "Writer", "Writ
 log = structlog.get_logger("agent_messaging.writer")
 NOTIFY_CHANNEL = "agent_messaging"
 _NOTIFY_LIMIT = 7000
+_PARAM = re.compile(r"\$(\d+)")
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,15 @@ STATEMENTS: dict[str, Statement] = {
     ),
     "message.dead": Statement(
         35,
-        "WITH dead AS (UPDATE messages m SET dead_at = now(), attempts = greatest(m.attempts, u.attempts) "
-        "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(id, agent_id, attempts, error) "
-        "WHERE m.id = u.id AND m.dead_at IS NULL RETURNING m.id, u.agent_id, u.attempts, u.error) "
+        "UPDATE messages m SET dead_at = coalesce(m.dead_at, now()), attempts = greatest(m.attempts, u.attempts) "
+        "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+    ),
+    "dead_letter.insert": Statement(
+        36,
         "INSERT INTO dead_letters (message_id, agent_id, attempts, error) "
-        "SELECT id, agent_id, attempts, error FROM dead",
+        "SELECT u.message_id, u.agent_id, u.attempts, u.error "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(message_id, agent_id, attempts, error) "
+        "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.message_id = u.message_id AND d.retried_at IS NULL)",
     ),
     "meeting.create": Statement(
         40,
@@ -140,8 +147,8 @@ STATEMENTS: dict[str, Statement] = {
         43,
         _insert(
             "meeting_events",
-            "meeting_id, seq, type, agent_id, payload, turn_number, data",
-            "uuid, bigint, text, uuid, text, int, text",
+            "meeting_id, seq, type, agent_id, payload, turn_number, data, created_at",
+            "uuid, bigint, text, uuid, text, int, text, timestamptz",
         ),
     ),
     "meeting.state": Statement(
@@ -176,6 +183,7 @@ class _Unit:
     deadline: float
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,8 +210,10 @@ class Writer:
         connections: int = 2,
         timeout: float = 30.0,
         notify: bool = True,
+        origin: str = "",
     ) -> None:
         self.db = db
+        self.origin = origin
         self.batch_size = batch_size
         self.linger = linger
         self.connections = connections
@@ -239,6 +249,20 @@ class Writer:
         await unit.done.wait()
         if unit.error is not None:
             raise unit.error
+
+    async def submit(self, writes: Iterable[Write], *, notify: Iterable[str] = ()) -> None:
+        """Queue ``writes`` without waiting for the commit (for bookkeeping whose loss only means a redelivery).
+
+        Waits only while the queue is full. Failures are logged, not raised.
+        """
+        unit = _Unit(list(writes), frozenset(notify), anyio.current_time() + self.timeout, quiet=True)
+        if self._send is None:
+            log.warning("writer.dropped", reason="not running", rows=len(unit.writes))
+            return
+        try:
+            await self._send.send(unit)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            log.warning("writer.dropped", reason="closing", rows=len(unit.writes))
 
     def close(self) -> None:
         """Stop taking writes; :meth:`run` returns once everything queued is committed (flush)."""
@@ -290,7 +314,7 @@ class Writer:
         delay = 0.01
         while batch:
             try:
-                await self.db.transaction(lambda tx: _apply(tx, batch, self.notify_enabled))
+                await self.db.run(lambda conn: _apply(conn, batch, self.notify_enabled, self.origin))
             except Exception as exc:  # noqa: BLE001 - classified below
                 if isinstance(exc, PersistenceUnavailable) or is_connection_error(exc):
                     self._retries += 1
@@ -307,6 +331,8 @@ class Writer:
                 self._failures += 1
                 batch[0].error = exc
                 batch[0].done.set()
+                if batch[0].quiet:
+                    log.error("writer.write_failed", error=repr(exc), rows=len(batch[0].writes))
                 return
             self._transactions += 1
             self._units += len(batch)
@@ -329,20 +355,29 @@ class Writer:
         return kept
 
 
-async def _apply(tx: psqlpy.Transaction, batch: list[_Unit], notify: bool) -> None:
+async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin: str) -> None:
+    """Write a batch as ONE statement (data-modifying CTEs, run in autocommit: atomic, one round trip)."""
     by_kind: dict[str, list[tuple[Any, ...]]] = {}
     for unit in batch:
         for w in unit.writes:
             by_kind.setdefault(w.kind, []).append(w.row)
+    parts: list[str] = []
+    params: list[Any] = []
     for kind in sorted(by_kind, key=lambda k: STATEMENTS[k].rank):
-        rows = by_kind[kind]
-        columns = [list(col) for col in zip(*rows, strict=True)]
-        await tx.execute(STATEMENTS[kind].sql, columns)
+        columns = [list(col) for col in zip(*by_kind[kind], strict=True)]
+        offset = len(params)
+        sql = _PARAM.sub(lambda m, offset=offset: f"${int(m.group(1)) + offset}", STATEMENTS[kind].sql)
+        parts.append(f"w{len(parts)} AS ({sql})")
+        params.extend(columns)
+    tail = "SELECT 1"
     if notify:
         names = sorted({name for unit in batch for name in unit.notify})
         if names:
-            payload = ",".join(names)
-            await tx.execute("SELECT pg_notify($1, $2)", [NOTIFY_CHANNEL, payload if len(payload) < _NOTIFY_LIMIT else "*"])
+            body = ",".join(names)
+            params.extend([NOTIFY_CHANNEL, f"{origin}|{body if len(body) < _NOTIFY_LIMIT else '*'}"])
+            tail = f"SELECT pg_notify(${len(params) - 1}, ${len(params)})"
+    sql = (f"WITH {', '.join(parts)} " if parts else "") + tail
+    await tx.execute(sql, params)
 
 
 def _drain(receive: MemoryObjectReceiveStream[_Unit]) -> list[_Unit]:

@@ -42,7 +42,7 @@ class _Stderr:
         return sys.stderr.isatty()
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _OurHandler(logging.StreamHandler[_Stderr]):
     """The root handler installed by :func:`configure_logging` (replaced, never stacked, on reconfiguration)."""
 
 
@@ -86,7 +86,7 @@ def configure_logging(level: str, *, json: bool | None = None) -> None:
         cache_logger_on_first_use=False,
     )
 
-    handler = _OurHandler(stream)  # type: ignore[arg-type]
+    handler = _OurHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

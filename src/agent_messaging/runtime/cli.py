@@ -33,7 +33,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import anyio
 import typer
 from psqlpy import exceptions as pg_exc
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from .. import __version__
 from ..config import Config, redact_dsn
@@ -158,7 +158,7 @@ def _deliberate_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException 
 def _settings(dsn: str | None) -> Config:
     """The configuration of a command: ``--dsn`` if given, the rest (and a missing DSN) from the environment."""
     try:
-        return Config(dsn=dsn) if dsn else Config()
+        return Config(dsn=SecretStr(dsn)) if dsn else Config()
     except ValidationError as exc:
         _fail(_describe(exc, _password(dsn)))
 

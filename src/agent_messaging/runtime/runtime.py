@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 from .._validation import check_id, check_metadata, check_name
 from ..config import Config
 from ..errors import InvalidArgument, LifecycleError
-from ..models import Agent, Organization
+from ..models import Agent, DeadLetter, Organization
 from ..persistence.database import Database
 from ..persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
 from ..persistence.migrations import apply_migrations
@@ -119,6 +119,9 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await self._open_database(stack)
+                # An error from the user's block is re-raised as itself after the task groups
+                # have closed, not wrapped in an ExceptionGroup.
+                body_error: BaseException | None = None
                 # the writer's group encloses the actors' group, so it flushes after every actor stopped
                 async with anyio.create_task_group() as writer_group:
                     writer = self._make_writer()
@@ -132,11 +135,15 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
                             )
                             try:
                                 yield self
+                            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                                body_error = exc
                             finally:
                                 self._state = RuntimeState.CLOSING
                                 await self._stop_services(tg)
                     finally:
                         writer.close()
+                if body_error is not None:
+                    raise body_error
         finally:
             self._state = RuntimeState.CLOSED
             log.info("runtime.closed")
@@ -319,7 +326,10 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         assert self._agents is not None
         check_id(external_id, "agent external_id")
         organization = await self.get_organization(organization_external_id)
-        return await self._agents.create(external_id, organization, check_name(name), check_metadata(metadata))
+        agent = await self._agents.create(external_id, organization, check_name(name), check_metadata(metadata))
+        if self._one_way is not None:
+            await self._one_way.agent_registered(agent)
+        return agent
 
     async def get_agent(self, external_id: str) -> Agent:
         """The live agent with this external id (``AgentNotFound`` otherwise)."""
@@ -341,6 +351,14 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         if self._services is not None:
             self._services.directory.forget(agent.external_id)
         return agent
+
+    async def get_dead_letters(self, agent: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
+        """Messages whose handler failed ``max_attempts`` times (of one agent if given), oldest first."""
+        return await self.one_way.get_dead_letters(agent, limit=limit)
+
+    async def retry_dead_letter(self, dead_letter_id: int) -> None:
+        """Requeue a dead letter's message for its agent (``DeadLetterNotFound`` if unknown or already retried)."""
+        await self.one_way.retry_dead_letter(dead_letter_id)
 
     async def _resolve(self, external_ids: Sequence[str]) -> dict[str, Agent]:
         assert self._agents is not None

@@ -1,0 +1,308 @@
+"""Hosting agents: one supervised actor per hosted agent, fed in order and at least once.
+
+A message reaches an agent actor three ways: straight after its commit when
+the sender is in this process; from the database when the agent starts
+(everything unread, in order, before new messages); and from the database when
+a NOTIFY or the periodic sweep says another process wrote something for it.
+Each actor remembers the ids it has queued so a message is queued once.
+
+The handler runs one message at a time. If it returns, the message is marked
+handled (batched through the writer; losing that mark only means a
+redelivery). If it raises, the attempt is recorded and the actor crashes; the
+supervisor restarts it with backoff and the fresh instance retries the same
+message first. After ``max_attempts`` the message is dead-lettered and the
+agent moves on. Past its restart intensity an agent is marked failed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from ..errors import ActorStopped, AgentNotFound
+from ..models import Agent as AgentModel, AgentStatus, MessageKind
+from ..persistence.writer import Write
+from ..runtime._services import Services
+from ..runtime.actor import Actor, ActorRef
+from ..runtime.registry import HostSpec, Registry
+from ..runtime.supervisor import ChildSpec, RestartType, Supervisor
+from ._delivery import Envelope, fetch_messages
+from .agent import Agent, MessageContext
+
+__all__ = ["CURRENT_AGENT", "AgentHost", "HostedAgent"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.agent")
+
+#: The agent whose handler is running in this task (None outside handlers). Used for deadlock detection.
+CURRENT_AGENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_messaging_agent", default=None)
+
+ReplyHook = Callable[[Envelope[Any], Any], Awaitable[None]]
+_KNOWN_LIMIT = 100_000
+_PAGE = 500
+
+
+class HostedAgent(Generic[T]):
+    """Bookkeeping of one hosted agent that outlives its actor instances."""
+
+    def __init__(self, spec: HostSpec, agent: AgentModel) -> None:
+        self.spec = spec
+        self.agent = agent
+        self.ref: ActorRef[Envelope[T]] | None = None
+        self.inflight: Envelope[T] | None = None
+        self.known: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self.restarts = 0
+        self.handled = 0
+        self.failed = False
+        self.catching_up = False
+        self.poked = False
+
+    def mark_known(self, message_id: uuid.UUID) -> bool:
+        """Remember ``message_id``; False if it was already known (queued once)."""
+        if message_id in self.known:
+            return False
+        self.known[message_id] = None
+        if len(self.known) > _KNOWN_LIMIT:
+            self.known.popitem(last=False)
+        return True
+
+
+class _AgentActor(Actor[Envelope[T]]):
+    def __init__(self, host: AgentHost[T], hosted: HostedAgent[T]) -> None:
+        self.host = host
+        self.hosted = hosted
+        self.agent: Agent[T] = hosted.spec.make()
+
+    async def on_start(self) -> None:
+        await self.agent.on_start()
+        pending = self.hosted.inflight
+        if pending is not None:
+            await self.on_receive(pending)
+
+    async def on_stop(self) -> None:
+        await self.agent.on_stop()
+
+    async def on_receive(self, message: Envelope[T]) -> Any:
+        return await self.host.handle(self.hosted, self.agent, message)
+
+
+class AgentHost(Generic[T]):
+    """Runs the agent supervisor and feeds hosted agents their messages."""
+
+    def __init__(self, services: Services[T], registry: Registry[T]) -> None:
+        self.services = services
+        self.registry = registry
+        self.hosted: dict[str, HostedAgent[T]] = {}
+        self.by_id: dict[uuid.UUID, HostedAgent[T]] = {}
+        self.waiting: dict[str, HostSpec] = {}
+        self.reply_hook: ReplyHook | None = None
+        cfg = services.config
+        self.supervisor = Supervisor(
+            "agents",
+            max_restarts=cfg.agent_max_restarts,
+            within=cfg.agent_restart_window,
+            backoff_initial=cfg.restart_backoff_initial,
+            backoff_max=cfg.restart_backoff_max,
+            shutdown_timeout=cfg.shutdown_grace,
+            on_child_failed=self._child_failed,
+        )
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the agent supervisor, host every registered spec, and serve until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self.supervisor.run)
+            for spec in list(self.registry.hosts.values()):
+                await self.host(spec)
+            task_status.started()
+
+    async def drain(self) -> None:
+        """Stop intake and let running handlers finish (bounded by the caller's cancel scope)."""
+        await self.supervisor.stop()
+
+    async def host(self, spec: HostSpec) -> None:
+        """Start the agent actor for ``spec`` (or wait for the agent to be registered)."""
+        if spec.agent in self.hosted:
+            return
+        try:
+            agent = await self.services.directory.get(spec.agent)
+        except AgentNotFound:
+            self.waiting[spec.agent] = spec
+            log.info("agent.waiting_for_registration", agent=spec.agent)
+            return
+        self.waiting.pop(spec.agent, None)
+        hosted: HostedAgent[T] = HostedAgent(spec, agent)
+        self.hosted[spec.agent] = hosted
+        self.by_id[agent.id] = hosted
+        child = ChildSpec(
+            name=spec.agent,
+            factory=lambda: _AgentActor(self, hosted),
+            restart=RestartType(spec.restart),
+            mailbox_size=self.services.config.mailbox_size,
+            escalate=False,
+        )
+        hosted.ref = await self.supervisor.start_child(child)
+        log.info("agent.hosted", agent=spec.agent)
+        self.poke([hosted])
+
+    async def registered(self, agent: AgentModel) -> None:
+        """An agent was registered: host it if a spec was waiting for it."""
+        spec = self.waiting.get(agent.external_id)
+        if spec is not None:
+            await self.host(spec)
+
+    # ------------------------------------------------------------ delivery
+
+    async def deliver(self, envelopes: list[Envelope[T]]) -> None:
+        """Queue committed messages to the agents hosted here (waits while a mailbox is full)."""
+        for env in envelopes:
+            hosted = self.by_id.get(env.recipient_id)
+            if hosted is None or hosted.ref is None or hosted.failed:
+                continue
+            if hosted.catching_up:
+                hosted.poked = True  # the catch-up pass will read it in order
+                continue
+            if hosted.mark_known(env.id):
+                try:
+                    await hosted.ref.tell(env)
+                except ActorStopped:
+                    hosted.known.pop(env.id, None)
+
+    def poke(self, targets: list[HostedAgent[T]] | None = None) -> None:
+        """Have these agents (all if None) re-read their unread messages from the database."""
+        if self._tg is None:
+            return
+        for hosted in targets if targets is not None else list(self.hosted.values()):
+            if hosted.failed:
+                continue
+            if hosted.catching_up:
+                hosted.poked = True
+            else:
+                hosted.catching_up = True
+                self._tg.start_soon(self._catch_up, hosted)
+
+    def on_news(self, keys: list[str] | None) -> None:
+        """Listener/sweeper subscriber: poke the hosted agents named by ``keys`` (all if None)."""
+        if keys is None:
+            self.poke()
+            return
+        targets = []
+        for key in keys:
+            try:
+                hosted = self.by_id.get(uuid.UUID(key))
+            except ValueError:
+                continue
+            if hosted is not None:
+                targets.append(hosted)
+        if targets:
+            self.poke(targets)
+
+    async def _catch_up(self, hosted: HostedAgent[T]) -> None:
+        try:
+            while True:
+                hosted.poked = False
+                after = 0
+                while True:
+                    envs = await fetch_messages(
+                        self.services,
+                        "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
+                        [hosted.agent.id, after],
+                        limit=_PAGE,
+                    )
+                    for env in envs:
+                        if hosted.ref is not None and hosted.mark_known(env.id):
+                            await hosted.ref.tell(env)
+                    if len(envs) < _PAGE:
+                        break
+                    after = envs[-1].seq
+                if not hosted.poked:
+                    return
+        except ActorStopped:
+            return
+        except Exception as exc:  # the sweep will try again
+            log.warning("agent.catch_up_failed", agent=hosted.spec.agent, error=repr(exc))
+        finally:
+            hosted.catching_up = False
+
+    # ------------------------------------------------------------- handling
+
+    async def handle(self, hosted: HostedAgent[T], agent: Agent[T], env: Envelope[T]) -> Any:
+        """Run the handler for one message (called from the agent's actor task)."""
+        attempt = env.attempts + 1
+        ctx = MessageContext(
+            agent=hosted.spec.agent,
+            sender=env.sender,
+            message_id=env.id,
+            kind=env.kind,
+            attempt=attempt,
+            created_at=env.created_at,
+            metadata=env.metadata,
+            conversation_id=env.conversation_id,
+            in_reply_to=env.in_reply_to,
+            seq=env.seq,
+        )
+        token = CURRENT_AGENT.set(hosted.spec.agent)
+        hosted.inflight = env
+        try:
+            with structlog.contextvars.bound_contextvars(agent=hosted.spec.agent, message_id=str(env.id)):
+                result = await agent.on_message(env.payload, ctx)
+        except Exception as exc:
+            env.attempts = attempt
+            if attempt >= self.services.config.max_attempts:
+                hosted.inflight = None
+                await self._dead_letter(hosted, env, exc)
+                return None
+            await self.services.writer.submit([Write("message.attempt", (env.id, attempt))])
+            log.warning("agent.handler_failed", agent=hosted.spec.agent, message_id=str(env.id),
+                        attempt=attempt, error=repr(exc))
+            hosted.restarts += 1
+            raise
+        finally:
+            CURRENT_AGENT.reset(token)
+        hosted.inflight = None
+        hosted.handled += 1
+        if env.kind is MessageKind.REQUEST and result is not None and self.reply_hook is not None:
+            await self.reply_hook(env, result)
+        await self.services.writer.submit([Write("message.handled", (env.id, attempt))])
+        return result
+
+    async def _dead_letter(self, hosted: HostedAgent[T], env: Envelope[T], exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:4000]
+        await self.services.writer.write(
+            [
+                Write("message.dead", (env.id, env.attempts)),
+                Write("dead_letter.insert", (env.id, hosted.agent.id, env.attempts, error)),
+            ]
+        )
+        log.warning("agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id),
+                    attempts=env.attempts, error=error)
+
+    def _child_failed(self, name: str, exc: BaseException) -> None:
+        hosted = self.hosted.get(name)
+        if hosted is None:
+            return
+        hosted.failed = True
+        log.error("agent.failed", agent=name, restarts=hosted.restarts, error=repr(exc))
+        if self._tg is not None:
+            self._tg.start_soon(self._mark_failed, hosted)
+
+    async def _mark_failed(self, hosted: HostedAgent[T]) -> None:
+        assert self._agents_repo is not None
+        await self._agents_repo.set_status(hosted.agent.id, AgentStatus.FAILED)
+
+    @property
+    def _agents_repo(self) -> Any:
+        return self.services.directory.repo
+
+    def forget_message(self, message_id: uuid.UUID) -> None:
+        """Let a message be queued again (a dead letter being retried)."""
+        for hosted in self.hosted.values():
+            hosted.known.pop(message_id, None)
