@@ -82,7 +82,8 @@ async def test_jsonb_round_trip(db: Database) -> None:
     document = {
         "text": "héllo wörld ✓ 🤖",
         "n": 42,
-        "big": 2**53,
+        "int32": 2**31 - 1,
+        "negative": -(2**31),
         "f": 1.5,
         "yes": True,
         "nothing": None,
@@ -168,7 +169,7 @@ async def test_cancelled_queries_leak_no_connection_and_no_transaction(db: Datab
     finished: list[int] = []
 
     async def sleeper(i: int) -> None:
-        await db.fetch_val("SELECT pg_sleep(0.2)")
+        await db.fetch_val("SELECT 1 FROM pg_sleep(0.2)")
         finished.append(i)
 
     async def writer(i: int) -> None:
@@ -225,7 +226,7 @@ async def test_cancel_one_caller_while_others_continue(db: Database, dsn: str) -
 
     async def victim() -> None:
         with anyio.move_on_after(0.05) as scope:
-            await db.fetch_val("SELECT pg_sleep(0.3)")
+            await db.fetch_val("SELECT 1 FROM pg_sleep(0.3)")
             outcome["victim"] = "finished"
         outcome["victim_cancelled"] = scope.cancelled_caught
 
@@ -271,7 +272,7 @@ async def test_unreachable_dsn_raises_persistence_unavailable_without_the_passwo
         dsn = f"postgresql://u:{SECRET}@127.0.0.1:{port}/db?connect_timeout=1"
     else:
         dsn = f"host=127.0.0.1 port={port} user=u password={SECRET} dbname=db connect_timeout=1"
-    database = Database(dsn, pool_size=2, connect_timeout=1)
+    database = Database(dsn, pool_size=2, connect_timeout=0.5)
     assert SECRET not in repr(database)
 
     with structlog.testing.capture_logs() as logs, anyio.fail_after(30):
@@ -291,7 +292,7 @@ async def test_unreachable_dsn_raises_persistence_unavailable_without_the_passwo
 
 async def test_runtime_on_an_unreachable_dsn_raises_persistence_unavailable() -> None:
     dsn = f"postgresql://u:{SECRET}@127.0.0.1:{closed_port()}/db"
-    runtime = AgentMessaging[Any](Config(dsn=dsn, connect_timeout=1, pool_size=2))
+    runtime = AgentMessaging[Any](Config(dsn=dsn, connect_timeout=0.5, pool_size=2))
     with structlog.testing.capture_logs() as logs, anyio.fail_after(30):
         with pytest.raises(PersistenceUnavailable) as caught:
             async with runtime:

@@ -258,7 +258,8 @@ class Supervisor:
     async def stop(self) -> None:
         """Stop every child gracefully (each drains its mailbox and runs ``on_stop``) and wait until ``run`` ends.
 
-        Children still running after ``shutdown_timeout`` are cancelled.
+        Children still running after ``shutdown_timeout`` are cancelled. Do not await it
+        from one of this supervisor's children: it would wait for itself.
         """
         self._request_stop()
         if self._done is not None:
@@ -405,14 +406,8 @@ class Supervisor:
         if self._failure is not None:
             return
         self._failure = SupervisorFailed(self.name, self.max_restarts, self.within, error)
-        log.error(
-            "supervisor.failed",
-            supervisor=self.name,
-            actor=name,
-            max_restarts=self.max_restarts,
-            within=self.within,
-            error=repr(error),
-        )
+        fields = {"max_restarts": self.max_restarts, "within": self.within, "error": repr(error)}
+        log.error("supervisor.failed", supervisor=self.name, actor=name, **fields)
         self._state = _State.STOPPING
         if self._tg is not None:
             self._tg.cancel_scope.cancel()

@@ -1,0 +1,483 @@
+"""The meeting actor: one task per active meeting; it alone changes the meeting's state.
+
+Commands (attend, start, speak, pass, leave, end) arrive on a bounded memory
+stream and are handled one at a time, so turns never race. Each transition is
+planned, written through the persistence actor (one unit: history rows, the
+meeting row, participant rows), and only applied in memory once committed: a
+failed write leaves the actor as it was, and the caller gets the error.
+
+The turn timer is the deadline of the cancel scope around the mailbox receive
+(``CancelScope(deadline=...)``, like ``trio.move_on_after``): no timer task, no
+polling. The deadline is absolute, so commands handled during a turn do not
+extend it; a recovered meeting's deadline may already have passed, and then
+the turn times out as soon as the actor starts.
+
+Callers wait on a :class:`Waiter` (an event and a result slot) that the actor
+completes when their turn comes, when they leave, or when the meeting ends;
+no pool connection is held while they wait.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from ..errors import ActorStopped, AgentMessagingError, InvalidArgument, InvalidOperation, MeetingEnded, MeetingNotReady
+from ..errors import NotYourTurn, TurnTimedOut
+from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, Participant, ParticipantStatus, Turn
+from ..persistence.writer import Write, to_json
+from ..runtime._services import Services
+
+__all__ = ["Command", "MeetingActor", "Seat", "Selector", "Waiter"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.meeting")
+Selector = Callable[[MeetingStatus, MeetingEvent[Any] | None], object]
+E = MeetingEventType
+
+
+@dataclass(eq=False)
+class Waiter(Generic[T]):
+    """A one-shot reply slot: the actor completes it, the caller waits on it (holding nothing)."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    turn: Turn[T] | None = None
+    error: BaseException | None = None
+
+    def complete(self, turn: Turn[T] | None = None) -> None:
+        """Hand over a result (first completion wins)."""
+        if not self.done.is_set():
+            self.turn = turn
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Hand over an error (first completion wins)."""
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+    async def wait(self) -> Turn[T] | None:
+        """The result, once there is one; raises the error if it failed."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.turn
+
+
+@dataclass(eq=False)
+class Seat(Generic[T]):
+    """A participant as the actor keeps it."""
+
+    agent: str
+    agent_id: UUID
+    position: int
+    status: ParticipantStatus
+    seen_seq: int = 0
+    waiter: Waiter[T] | None = None
+    leaving: list[Waiter[T]] = field(default_factory=list)
+    late: bool = False
+
+    @property
+    def in_rotation(self) -> bool:
+        """Present and not about to leave."""
+        return self.status is ParticipantStatus.PRESENT and not self.leaving
+
+
+@dataclass(eq=False)
+class Command(Generic[T]):
+    """One request to the meeting actor; ``op`` is attend, start, speak, pass, leave or end."""
+
+    op: str
+    agent: str
+    waiter: Waiter[T]
+    message: Any = None
+    message_json: str | None = None
+    next_speaker: str | None = None
+
+
+class MeetingActor(Generic[T]):
+    """Serializes one meeting's turns. Build it, then ``await task_group.start(actor.run)``."""
+
+    def __init__(
+        self,
+        services: Services[T],
+        *,
+        meeting_id: UUID,
+        organization_id: UUID,
+        host: str,
+        seats: list[Seat[T]],
+        turn_duration: float | None,
+        selector: Selector | None,
+        publish: Callable[[list[MeetingEvent[Any]]], None],
+        state: MeetingState = MeetingState.CREATED,
+        floor_holder: str | None = None,
+        turn_number: int = 0,
+        deadline: datetime | None = None,
+        seq: int = 0,
+        history: list[MeetingEvent[Any]] | None = None,
+    ) -> None:
+        self.services = services
+        self.id = meeting_id
+        self.organization_id = organization_id
+        self.host = host
+        self.seats = {s.agent: s for s in seats}
+        self.rotation = sorted(seats, key=lambda s: s.position)
+        self.turn_duration = turn_duration
+        self.selector = selector
+        self._publish = publish
+        self.state = state
+        self.floor_holder = floor_holder
+        self.turn_number = turn_number
+        self.deadline = deadline
+        self.seq = seq
+        self._log: list[MeetingEvent[Any]] = list(history or [])
+        self._payloads: dict[int, str] = {}  # JSON text of the payloads of the events being planned, by seq
+        self._timer = _clock_deadline(deadline)
+        self._send, self._receive = anyio.create_memory_object_stream[Command[T]](services.config.mailbox_size)
+
+    # ------------------------------------------------------------------ outside
+
+    async def submit(self, command: Command[T]) -> Turn[T] | None:
+        """Send ``command`` and wait for its result (``MeetingEnded`` if the actor has stopped)."""
+        try:
+            await self._send.send(command)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise MeetingEnded(self.id) from None
+        return await command.waiter.wait()
+
+    def status(self) -> MeetingStatus:
+        """A snapshot of the meeting as this actor holds it."""
+        return MeetingStatus(
+            meeting_id=self.id,
+            state=self.state,
+            host=self.host,
+            floor_holder=self.floor_holder,
+            turn_number=self.turn_number,
+            turn_deadline=self.deadline,
+            turn_duration=self.turn_duration,
+            participants=[
+                Participant(agent=s.agent, position=s.position, is_host=s.position == 0, status=s.status)
+                for s in self.rotation
+            ],
+        )
+
+    # -------------------------------------------------------------------- loop
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Handle commands and turn timeouts until the meeting ends (or the runtime closes)."""
+        task_status.started()
+        error: BaseException = ActorStopped(f"meeting {self.id}", "stopped (the runtime is closing)")
+        try:
+            while self.state is not MeetingState.ENDED:
+                command: Command[T] | None = None
+                with anyio.CancelScope(deadline=self._timer):
+                    command = await self._receive.receive()
+                if command is None:
+                    await self._time_out()
+                else:
+                    await self._handle(command)
+            error = MeetingEnded(self.id)
+        except Exception as exc:
+            log.exception("meeting.actor_failed", meeting=str(self.id))
+            error = exc
+        finally:
+            self._stop(error)
+
+    def _stop(self, error: BaseException) -> None:
+        self._send.close()
+        while True:
+            try:
+                self._receive.receive_nowait().waiter.fail(error)
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        self._receive.close()
+        for seat in self.rotation:
+            for waiter in [seat.waiter, *seat.leaving]:
+                if waiter is not None:
+                    waiter.fail(error)
+
+    async def _handle(self, command: Command[T]) -> None:
+        handler = getattr(self, "_on_" + command.op)
+        try:
+            await handler(command, self.seats[command.agent])
+        except AgentMessagingError as exc:
+            command.waiter.fail(exc)
+
+    async def _time_out(self) -> None:
+        self._timer = float("inf")
+        holder = self.seats[self.floor_holder] if self.floor_holder else None
+        if holder is None or self.state is not MeetingState.ACTIVE:
+            return
+        text = f"{holder.agent} did not speak within {self.turn_duration or 0:g}s; the floor moves on"
+        events = [self._event(E.AGENT_TIMED_OUT, holder, data={"system_message": text})]
+        log.info("meeting.turn_timed_out", meeting=str(self.id), agent=holder.agent, turn=self.turn_number)
+        try:
+            await self._advance(events, holder, "timeout")
+        except AgentMessagingError as exc:
+            log.warning("meeting.timeout_not_recorded", meeting=str(self.id), error=str(exc))
+            self._timer = anyio.current_time() + 1.0  # the database is away: try again in a second
+            return
+        holder.late = True
+
+    # ----------------------------------------------------------------- commands
+
+    async def _on_attend(self, command: Command[T], seat: Seat[T]) -> None:
+        if seat.status is ParticipantStatus.LEFT or seat.leaving:
+            raise InvalidOperation(f"agent {seat.agent!r} has left meeting {self.id}")
+        self._replace_waiter(seat, command.waiter)
+        if seat.status is ParticipantStatus.INVITED:
+            event = self._event(E.AGENT_JOINED, seat)
+            await self._commit([event], [(seat, ParticipantStatus.PRESENT)], state=False)
+            seat.status = ParticipantStatus.PRESENT
+            self._applied([event])
+        if self.state is MeetingState.ACTIVE and self.floor_holder == seat.agent:
+            self._deliver(seat)
+
+    async def _on_start(self, command: Command[T], seat: Seat[T]) -> None:
+        if self.state is not MeetingState.CREATED:
+            raise InvalidOperation(f"meeting {self.id} has already started")
+        absent = [s.agent for s in self.rotation if s.position and s.status is ParticipantStatus.INVITED]
+        if absent:
+            raise MeetingNotReady(self.id, absent)
+        self._check_next(command.next_speaker)
+        events = [self._event(E.MEETING_STARTED, seat), self._event(E.AGENT_SPOKE, seat, command, offset=1)]
+        self._replace_waiter(seat, command.waiter)
+        await self._advance(events, seat, "start", command.next_speaker, joined=seat)
+
+    async def _on_speak(self, command: Command[T], seat: Seat[T]) -> None:
+        if seat.late:
+            seat.late = False
+            raise TurnTimedOut(seat.agent, self.id)
+        if self.state is not MeetingState.ACTIVE or self.floor_holder != seat.agent:
+            raise NotYourTurn(seat.agent, self.id, self.floor_holder)
+        self._check_next(command.next_speaker)
+        events = [self._event(E.AGENT_SPOKE, seat, command)]
+        self._replace_waiter(seat, command.waiter)
+        await self._advance(events, seat, "spoke", command.next_speaker)
+
+    async def _on_pass(self, command: Command[T], seat: Seat[T]) -> None:
+        if seat.late:
+            seat.late = False
+            raise TurnTimedOut(seat.agent, self.id)
+        if self.state is not MeetingState.ACTIVE or self.floor_holder != seat.agent:
+            raise NotYourTurn(seat.agent, self.id, self.floor_holder)
+        self._replace_waiter(seat, command.waiter)
+        await self._advance([], seat, "passed")
+
+    async def _on_leave(self, command: Command[T], seat: Seat[T]) -> None:
+        if seat.status is ParticipantStatus.LEFT:
+            raise InvalidOperation(f"agent {seat.agent!r} has already left meeting {self.id}")
+        seat.leaving.append(command.waiter)
+        if self.state is MeetingState.ACTIVE and self.floor_holder != seat.agent:
+            return  # applied when the current turn ends
+        try:
+            if self.state is MeetingState.ACTIVE:
+                await self._advance([], seat, "left")
+            else:
+                events = [self._event(E.AGENT_LEFT, seat)]
+                await self._commit(events, [(seat, ParticipantStatus.LEFT)], state=False)
+                self._applied(events)
+                self._release(seat)
+        except BaseException:
+            seat.leaving.remove(command.waiter)
+            raise
+
+    async def _on_end(self, command: Command[T], seat: Seat[T]) -> None:
+        events = [self._event(E.MEETING_ENDED, seat, command)]
+        await self._commit(events, [], state=True, ended=True)
+        self.state = MeetingState.ENDED
+        self.floor_holder, self.deadline, self._timer = None, None, float("inf")
+        self._applied(events)
+        for s in self.rotation:
+            for waiter in [s.waiter, *s.leaving]:
+                if waiter is not None:
+                    waiter.complete(self._turn(s, ended=True, ending=command.message))
+            s.waiter, s.leaving = None, []
+        command.waiter.complete(None)
+        log.info("meeting.ended", meeting=str(self.id), turns=self.turn_number)
+
+    # --------------------------------------------------------------- transitions
+
+    async def _advance(
+        self,
+        events: list[MeetingEvent[Any]],
+        previous: Seat[T],
+        reason: str,
+        next_speaker: str | None = None,
+        *,
+        joined: Seat[T] | None = None,
+    ) -> None:
+        """End ``previous``'s turn: apply pending leaves, pick the next speaker, commit, then wake it."""
+        leavers = [s for s in self.rotation if s.leaving]
+        for s in leavers:
+            events.append(self._event(E.AGENT_LEFT, s, offset=len(events)))
+        last = events[-1] if events else None
+        nxt = self._pick(previous, next_speaker, last)
+        events.append(
+            self._event(E.TURN_CHANGED, nxt, offset=len(events), turn=self.turn_number + 1,
+                        data={"from": previous.agent, "reason": reason})
+        )
+        deadline = datetime.now(UTC) + timedelta(seconds=self.turn_duration) if self.turn_duration else None
+        changes = [(s, ParticipantStatus.LEFT) for s in leavers]
+        if joined is not None and joined.status is not ParticipantStatus.PRESENT:
+            changes.append((joined, ParticipantStatus.PRESENT))
+        await self._commit(events, changes, state=True, floor=nxt, deadline=deadline)
+        # committed: apply
+        for s, status in changes:
+            s.status = status
+        self.state = MeetingState.ACTIVE
+        self.floor_holder, self.turn_number, self.deadline = nxt.agent, self.turn_number + 1, deadline
+        self._timer = _clock_deadline(deadline)
+        if reason != "timeout":
+            previous.seen_seq = events[-1].seq
+        self._applied(events)
+        for s in leavers:
+            self._release(s)
+        self._deliver(nxt)
+
+    def _pick(self, previous: Seat[T], requested: str | None, last: MeetingEvent[Any] | None) -> Seat[T]:
+        live = [s for s in self.rotation if s.in_rotation]
+        if requested is not None:
+            return self.seats[requested]
+        if self.selector is not None and live:
+            choice = self._ask_selector(last)
+            seat = self.seats.get(choice) if isinstance(choice, str) else None
+            if seat is not None and seat.in_rotation and (seat is not previous or len(live) == 1):
+                return seat
+        after = [s for s in live if s.position > previous.position]
+        return (after or live or [self.seats[self.host]])[0]
+
+    def _ask_selector(self, last: MeetingEvent[Any] | None) -> object:
+        assert self.selector is not None
+        try:
+            choice = self.selector(self.status(), last)
+        except Exception:
+            log.exception("meeting.selector_failed", meeting=str(self.id))
+            return None
+        close = getattr(choice, "close", None)
+        if close is not None and not isinstance(choice, str):  # a coroutine: selectors are plain functions
+            close()
+            return None
+        return choice
+
+    def _check_next(self, next_speaker: str | None) -> None:
+        if next_speaker is None:
+            return
+        seat = self.seats.get(next_speaker) if isinstance(next_speaker, str) else None
+        if seat is None or not seat.in_rotation:
+            raise InvalidArgument(f"next_speaker {next_speaker!r} is not a present participant of meeting {self.id}")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _event(
+        self,
+        kind: MeetingEventType,
+        seat: Seat[T] | None,
+        command: Command[T] | None = None,
+        *,
+        offset: int = 0,
+        turn: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> MeetingEvent[Any]:
+        event: MeetingEvent[Any] = MeetingEvent[Any].model_construct(
+            meeting_id=self.id,
+            seq=self.seq + offset + 1,
+            type=kind,
+            agent=seat.agent if seat is not None else None,
+            message=command.message if command is not None else None,
+            turn_number=self.turn_number if turn is None else turn,
+            data=data or {},
+            created_at=datetime.now(UTC),
+        )
+        if command is not None and command.message_json is not None:
+            self._payloads[event.seq] = command.message_json
+        return event
+
+    async def _commit(
+        self,
+        events: list[MeetingEvent[Any]],
+        changes: list[tuple[Seat[T], ParticipantStatus]],
+        *,
+        state: bool,
+        floor: Seat[T] | None = None,
+        deadline: datetime | None = None,
+        ended: bool = False,
+    ) -> None:
+        payloads, self._payloads = self._payloads, {}
+        writes = [
+            Write(
+                "meeting.event",
+                (
+                    self.id, e.seq, e.type.value, self.seats[e.agent].agent_id if e.agent else None,
+                    payloads.get(e.seq), e.turn_number, to_json(e.data), e.created_at,
+                ),
+            )
+            for e in events
+        ]
+        writes += [Write("meeting.participant_state", (self.id, s.agent_id, st.value, s.seen_seq)) for s, st in changes]
+        if state:
+            status = MeetingState.ENDED if ended else MeetingState.ACTIVE
+            last = events[-1].seq if events else self.seq
+            turn = self.turn_number + (0 if ended else 1)
+            holder = floor.agent_id if floor is not None else None
+            writes.append(Write("meeting.state", (self.id, status.value, holder, turn, deadline, last)))
+        await self.services.writer.write(writes)
+
+    def _applied(self, events: list[MeetingEvent[Any]]) -> None:
+        if not events:
+            return
+        self.seq = events[-1].seq
+        self._log.extend(events)
+        floor = min((s.seen_seq for s in self.rotation if s.status is not ParticipantStatus.LEFT), default=self.seq)
+        if self._log and self._log[0].seq <= floor:
+            del self._log[: bisect.bisect_right(self._log, floor, key=lambda e: e.seq)]
+        self._publish(events)
+
+    def _replace_waiter(self, seat: Seat[T], waiter: Waiter[T]) -> None:
+        if seat.waiter is not None and seat.waiter is not waiter:
+            seat.waiter.fail(InvalidOperation(f"a newer call for agent {seat.agent!r} took over this wait"))
+        seat.waiter = waiter
+
+    def _turn(self, seat: Seat[T], *, ended: bool = False, left: bool = False, ending: Any = None) -> Turn[T]:
+        start = bisect.bisect_right(self._log, seat.seen_seq, key=lambda e: e.seq)
+        messages = [e for e in self._log[start:] if e.type is not E.TURN_CHANGED]
+        seat.seen_seq = self.seq
+        turn: Turn[T] = Turn[Any].model_construct(
+            meeting_id=self.id,
+            agent=seat.agent,
+            turn_number=self.turn_number,
+            deadline=None if ended or left else self.deadline,
+            messages=messages,
+            ended=ended,
+            left=left,
+            ending_message=ending,
+        )
+        return turn
+
+    def _deliver(self, seat: Seat[T]) -> None:
+        if seat.waiter is not None:
+            seat.late = False
+            seat.waiter.complete(self._turn(seat))
+            seat.waiter = None
+
+    def _release(self, seat: Seat[T]) -> None:
+        for waiter in [seat.waiter, *seat.leaving]:
+            if waiter is not None:
+                waiter.complete(self._turn(seat, left=True))
+        seat.waiter, seat.leaving = None, []
+
+
+def _clock_deadline(deadline: datetime | None) -> float:
+    """The anyio-clock time of a wall-clock deadline (``inf`` for none); a past deadline is 'now'."""
+    if deadline is None:
+        return float("inf")
+    remaining = (deadline - datetime.now(UTC)).total_seconds()
+    return anyio.current_time() + max(remaining, 0.0)
