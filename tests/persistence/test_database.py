@@ -57,7 +57,7 @@ def closed_port() -> int:
 # -------------------------------------------------------------------- queries
 
 
-async def test_fetch_fetch_row_fetch_val_execute(db: Database) -> None:
+async def test_fetch_fetch_row_fetch_val_execute_run(db: Database) -> None:
     await db.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
     assert await db.fetch("SELECT * FROM items") == []
     assert await db.fetch_row("SELECT * FROM items") is None
@@ -75,6 +75,14 @@ async def test_fetch_fetch_row_fetch_val_execute(db: Database) -> None:
     assert await db.fetch_val("SELECT name FROM items WHERE id = $1", (3,)) == "three"
     assert await db.fetch_val("SELECT count(*) FROM items") == 3
     assert await db.fetch_val("SELECT NULL::text") is None
+
+    async def two_statements(conn: psqlpy.Connection) -> tuple[int, int]:
+        first = (await conn.execute("SELECT pg_backend_pid() AS pid")).result()[0]["pid"]
+        second = (await conn.execute("SELECT pg_backend_pid() AS pid")).result()[0]["pid"]
+        return first, second
+
+    first, second = await db.run(two_statements)
+    assert first == second  # run() keeps one connection for the whole function
 
 
 async def test_jsonb_round_trip(db: Database) -> None:
@@ -97,16 +105,6 @@ async def test_jsonb_round_trip(db: Database) -> None:
     # stored as real jsonb, queryable by the server
     assert await db.fetch_val("SELECT body -> 'nested' -> 'deeper' ->> 'deepest' FROM docs WHERE id = 1") == "[]"
     assert await db.fetch_val("SELECT body ->> 'text' FROM docs WHERE id = 1") == document["text"]
-
-
-async def test_run_uses_one_connection_for_several_statements(db: Database) -> None:
-    async def two_statements(conn: psqlpy.Connection) -> tuple[int, int]:
-        first = (await conn.execute("SELECT pg_backend_pid() AS pid")).result()[0]["pid"]
-        second = (await conn.execute("SELECT pg_backend_pid() AS pid")).result()[0]["pid"]
-        return first, second
-
-    first, second = await db.run(two_statements)
-    assert first == second
 
 
 async def test_transaction_commits_when_the_function_returns(db: Database, dsn: str) -> None:
@@ -139,7 +137,7 @@ async def test_transaction_rolls_back_when_the_function_raises(db: Database, dsn
     assert all(row["state"] != "idle in transaction" for row in await our_connections(dsn))
 
 
-async def test_transaction_rolls_back_when_a_statement_fails(db: Database) -> None:
+async def test_failed_statement_rolls_back_and_is_not_persistence_unavailable(db: Database) -> None:
     await db.execute("CREATE TABLE ledger (id int PRIMARY KEY)")
 
     async def body(tx: psqlpy.Transaction) -> None:
@@ -148,16 +146,15 @@ async def test_transaction_rolls_back_when_a_statement_fails(db: Database) -> No
 
     with pytest.raises(pg_exc.Error, match="duplicate key") as caught:
         await db.transaction(body)
-    assert not isinstance(caught.value, PersistenceUnavailable)
+    assert not isinstance(caught.value, PersistenceUnavailable)  # a bad statement is not an unreachable server
     assert await db.fetch_val("SELECT count(*) FROM ledger") == 0
 
-
-async def test_a_bad_statement_is_not_reported_as_an_unavailable_database(db: Database) -> None:
     with pytest.raises(pg_exc.Error, match="nonsense_fn") as caught:
         await db.fetch("SELECT nonsense_fn()")
     assert not isinstance(caught.value, PersistenceUnavailable)
-    with pytest.raises(pg_exc.Error, match="closed_things"):
+    with pytest.raises(pg_exc.Error, match="closed_things") as caught:
         await db.fetch("SELECT * FROM closed_things")
+    assert not isinstance(caught.value, PersistenceUnavailable)
     assert await db.fetch_val("SELECT 2") == 2
 
 
@@ -322,5 +319,7 @@ async def test_a_closed_database_raises_persistence_unavailable(dsn: str) -> Non
         await database.execute("SELECT 1")
     with pytest.raises(PersistenceUnavailable):
         await database.transaction(body)
-    # the pool's connections are gone from the server
-    assert await our_connections(dsn) == []
+    # the pool's connections leave the server (a backend exits shortly after its client hangs up)
+    with anyio.fail_after(5):
+        while await our_connections(dsn):
+            await anyio.sleep(0.02)

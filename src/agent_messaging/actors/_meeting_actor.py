@@ -30,8 +30,16 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from ..errors import ActorStopped, AgentMessagingError, InvalidArgument, InvalidOperation, MeetingEnded, MeetingNotReady
-from ..errors import NotYourTurn, TurnTimedOut
+from ..errors import (
+    ActorStopped,
+    AgentMessagingError,
+    InvalidArgument,
+    InvalidOperation,
+    MeetingEnded,
+    MeetingNotReady,
+    NotYourTurn,
+    TurnTimedOut,
+)
 from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, Participant, ParticipantStatus, Turn
 from ..persistence.writer import Write, to_json
 from ..runtime._services import Services
@@ -322,8 +330,13 @@ class MeetingActor(Generic[T]):
         last = events[-1] if events else None
         nxt = self._pick(previous, next_speaker, last)
         events.append(
-            self._event(E.TURN_CHANGED, nxt, offset=len(events), turn=self.turn_number + 1,
-                        data={"from": previous.agent, "reason": reason})
+            self._event(
+                E.TURN_CHANGED,
+                nxt,
+                offset=len(events),
+                turn=self.turn_number + 1,
+                data={"from": previous.agent, "reason": reason},
+            )
         )
         deadline = datetime.now(UTC) + timedelta(seconds=self.turn_duration) if self.turn_duration else None
         changes = [(s, ParticipantStatus.LEFT) for s in leavers]
@@ -416,8 +429,14 @@ class MeetingActor(Generic[T]):
             Write(
                 "meeting.event",
                 (
-                    self.id, e.seq, e.type.value, self.seats[e.agent].agent_id if e.agent else None,
-                    payloads.get(e.seq), e.turn_number, to_json(e.data), e.created_at,
+                    self.id,
+                    e.seq,
+                    e.type.value,
+                    self.seats[e.agent].agent_id if e.agent else None,
+                    payloads.get(e.seq),
+                    e.turn_number,
+                    to_json(e.data),
+                    e.created_at,
                 ),
             )
             for e in events
