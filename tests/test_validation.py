@@ -56,7 +56,7 @@ def test_check_id_refuses_naming_the_argument(value: object, words: str) -> None
 
 
 def test_check_id_default_name() -> None:
-    with pytest.raises(InvalidArgument, match="^id must not be empty"):
+    with pytest.raises(InvalidArgument, match=r"^id must not be empty"):
         check_id("")
 
 

@@ -78,7 +78,7 @@ class Config(BaseSettings):
     mailbox_size: int = Field(default=1000, ge=1, description="Capacity of each actor's mailbox.")
     writer_batch_size: int = Field(default=1000, ge=1, le=3000, description="Most writes in one group commit.")
     writer_linger: float = Field(default=0.0005, ge=0, le=0.05, description="Seconds the writer waits to fill a batch.")
-    writer_connections: int = Field(default=2, ge=1, le=16, description="Concurrent group-commit transactions.")
+    writer_connections: int = Field(default=4, ge=1, le=16, description="Concurrent group-commit transactions.")
     max_message_bytes: int = Field(default=1024 * 1024, ge=64, description="Largest serialized payload accepted.")
     max_attempts: int = Field(default=5, ge=1, description="Handler attempts before a message is dead-lettered.")
     agent_max_restarts: int = Field(default=10, ge=0, description="Agent restarts allowed within agent_restart_window.")

@@ -250,28 +250,29 @@ class AgentHost(Generic[T]):
             seq=env.seq,
         )
         token = CURRENT_AGENT.set(hosted.spec.agent)
+        log_tokens = structlog.contextvars.bind_contextvars(agent=hosted.spec.agent, message_id=str(env.id))
         hosted.inflight = env
         try:
-            with structlog.contextvars.bound_contextvars(agent=hosted.spec.agent, message_id=str(env.id)):
-                result = await agent.on_message(env.payload, ctx)
+            result = await agent.on_message(env.payload, ctx)
         except Exception as exc:
             env.attempts = attempt
             if attempt >= self.services.config.max_attempts:
                 hosted.inflight = None
                 await self._dead_letter(hosted, env, exc)
                 return None
-            await self.services.writer.submit([Write("message.attempt", (env.id, attempt))])
+            self.services.writer.submit_nowait([Write("message.attempt", (env.id, attempt))])
             log.warning("agent.handler_failed", agent=hosted.spec.agent, message_id=str(env.id),
                         attempt=attempt, error=repr(exc))
             hosted.restarts += 1
             raise
         finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_AGENT.reset(token)
         hosted.inflight = None
         hosted.handled += 1
         if env.kind is MessageKind.REQUEST and result is not None and self.reply_hook is not None:
             await self.reply_hook(env, result)
-        await self.services.writer.submit([Write("message.handled", (env.id, attempt))])
+        self.services.writer.submit_nowait([Write("message.handled", (env.id, attempt))])
         return result
 
     async def _dead_letter(self, hosted: HostedAgent[T], env: Envelope[T], exc: BaseException) -> None:

@@ -292,6 +292,7 @@ class MeetingActor(Generic[T]):
             else:
                 events = [self._event(E.AGENT_LEFT, seat)]
                 await self._commit(events, [(seat, ParticipantStatus.LEFT)], state=False)
+                seat.status = ParticipantStatus.LEFT
                 self._applied(events)
                 self._release(seat)
         except BaseException:

@@ -1,28 +1,529 @@
-"""Placeholder: being written (see the issue)."""
+"""Conversations between two agents: calls (talk and wait) and chats (talk without waiting): ``am.conversation``.
+
+Every message between a pair belongs to the pair's current *session* (a row of
+``conversations``; at most one active per pair). The session is resolved by the
+database in the same statement that writes the message (see the writer's
+``conversation.message``), so two processes opening a pair at once agree.
+
+``send_and_wait`` commits the request with its absolute reply deadline, then
+waits on an in-memory slot (no pool connection held). Replies are matched by
+request id: a hosted handler's non-None return value (through the agent host's
+``reply_hook``) or :meth:`Conversations.reply` from anywhere. A reply written
+by another process is found by the sender's watch (NOTIFY, then the periodic
+sweep as a fallback). A caller that timed out or was cancelled leaves the
+request open: its late reply becomes an unread message for the sender.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+import math
+import uuid
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
+import structlog
 from anyio.abc import TaskStatus
 
+from .._validation import check_id, check_limit, check_metadata, check_timeout
+from ..errors import (
+    ActorStopped,
+    ConversationEnded,
+    InvalidArgument,
+    InvalidMessage,
+    InvalidOperation,
+    PersistenceUnavailable,
+    ReplyTimeout,
+    WaitTimeout,
+)
+from ..models import Agent as AgentModel
+from ..models import Message, MessageKind
+from ..persistence.writer import Write
 from ..runtime._services import Services
 from ..runtime.registry import Registry
+from . import _conv_sql as sql
+from ._deadlock import WaitGraph
+from ._delivery import Envelope, envelope_from_row, fetch_messages, insert_write, new_envelope
+from ._host import CURRENT_AGENT, AgentHost
+from ._waiters import Waiter, Waiters
 
-__all__ = ["Conversations"]
+__all__ = ["DEFAULT", "Conversations"]
 
 T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.conversation")
+_ANSWERED_LIMIT = 100_000
+_PAGE = 500
+_EXPIRE_EVERY = 60.0
+
+
+class _Default(Enum):
+    DEFAULT = "default"
+
+
+#: "Use ``Config.default_reply_timeout``" (the default of the ``timeout`` arguments).
+DEFAULT = _Default.DEFAULT
+Timeout = float | None | _Default
+
+
+def _pair_key(a: AgentModel, b: AgentModel) -> tuple[uuid.UUID, uuid.UUID]:
+    # Python orders UUIDs by their 128-bit value, as PostgreSQL orders uuid bytewise
+    return (a.id, b.id) if a.id < b.id else (b.id, a.id)
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
+
+
+def _check_after_seq(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"after_seq must be a message seq (a non-negative int) or None, not {value!r}")
+    return value
 
 
 class Conversations(Generic[T]):
-    """Placeholder facade."""
+    """Calls and chats between two agents. Reached as ``am.conversation``."""
 
     def __init__(self, services: Services[T], registry: Registry[T]) -> None:
         self.services = services
         self.registry = registry
+        self.waiters: Waiters[T] = Waiters(services)
+        self.graph = WaitGraph()
+        self.host: AgentHost[T] = services.extras["agent_host"]
+        self.host.reply_hook = self._on_handler_reply
+        self._sessions: dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID] = {}
+        self._opened: set[uuid.UUID] = set()
+        self._answering: set[uuid.UUID] = set()
+        self._answered: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._reply_locks: dict[tuple[uuid.UUID, uuid.UUID], anyio.Lock] = {}
 
-    async def run(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve until the runtime closes."""
-        task_status.started()
-        await anyio.sleep_forever()
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Expire requests whose deadline passed while nobody ran, then serve (watches) until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self.waiters.tg = tg
+            expired = await self._expire()
+            if expired:
+                log.info("conversation.requests_expired", count=expired)
+            task_status.started()
+            while True:
+                await anyio.sleep(max(_EXPIRE_EVERY, self.services.config.poll_interval))
+                try:
+                    await self._expire()
+                except Exception as exc:  # retried next period
+                    log.warning("conversation.expire_failed", error=repr(exc))
+
+    async def _expire(self) -> int:
+        rows = await self.services.db.fetch(
+            f"WITH e AS ({sql.EXPIRE_REQUESTS} RETURNING 1) SELECT count(*) AS n FROM e"
+        )
+        return int(rows[0]["n"]) if rows else 0
+
+    # ------------------------------------------------------------ talk and wait
+
+    async def send_and_wait(self, sender: str, recipient: str, message: T, *, timeout: Timeout = DEFAULT) -> T:
+        """Send a request from ``sender`` to ``recipient`` and wait for its reply; returns the reply.
+
+        ``timeout`` defaults to ``Config.default_reply_timeout``; None waits until the caller's own
+        cancel scope ends. The request is committed (with its absolute reply deadline) before waiting;
+        the wait holds no database connection.
+
+        :raises ReplyTimeout: no reply in time (a later reply lands in ``sender``'s unread messages).
+        :raises ConversationEnded: the conversation was ended while waiting.
+        :raises DeadlockDetected: a handler's call would close a cycle of agents waiting on each other.
+        :raises InvalidOperation: ``sender`` is ``recipient``.
+        :raises AgentNotFound, CrossOrganization, InvalidMessage, InvalidArgument: bad input (nothing written).
+        """
+        limit = self._timeout(timeout)
+        a, b = await self._agents(sender, recipient)
+        value, text = self.services.codec.prepare(message)
+        caller = CURRENT_AGENT.get()
+        if caller is not None:
+            self.graph.add(caller, b.external_id)  # DeadlockDetected before anything is written
+        try:
+            end = math.inf if limit is None else anyio.current_time() + limit
+            deadline = None if limit is None else datetime.now(UTC) + timedelta(seconds=limit)
+            cid, extra = self._session(a, b)
+            env = new_envelope(
+                self.services.codec,
+                MessageKind.REQUEST,
+                a,
+                b,
+                value,
+                text,
+                conversation_id=cid,
+                reply_deadline=deadline,
+            )
+            waiter: Waiter[T] = Waiter(env.id, a.external_id, b.external_id, a.id, cid)
+            self.waiters.add(waiter)
+            try:
+                await self._commit(env, a, b, extra)
+                waiter.conversation_id = env.conversation_id or cid
+                return await self._await_reply(waiter, end, limit)
+            finally:
+                self.waiters.remove(waiter)
+        finally:
+            if caller is not None:
+                self.graph.remove(caller, b.external_id)
+
+    async def _await_reply(self, waiter: Waiter[T], end: float, limit: float | None) -> T:
+        cancelled = True
+        try:
+            with anyio.move_on_at(end):
+                await waiter.done.wait()
+            cancelled = False
+        finally:
+            if not waiter.done.is_set():
+                waiter.closing = True
+                claim = waiter.claim
+                if claim is not None:  # a reply is being committed for us: never drop it
+                    with anyio.CancelScope(shield=True):
+                        await claim.wait()
+            if cancelled and waiter.reply_id is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._unconsume(waiter)
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.reply_id is not None:
+            return cast(T, waiter.reply)
+        await self.services.writer.submit([Write("message.timed_out", (waiter.request_id,))])
+        assert limit is not None
+        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit)
+
+    async def _unconsume(self, waiter: Waiter[T]) -> None:
+        """The caller was cancelled after its reply was consumed: put the reply back in its unread messages."""
+        assert waiter.reply_id is not None
+        key = str(waiter.sender_id)
+        try:
+            await self.services.writer.write([Write("conversation.unread", (waiter.reply_id,))], notify=[key])
+            self.services.signals.fire([key])
+        except Exception as exc:
+            log.warning("conversation.unconsume_failed", reply_id=str(waiter.reply_id), error=repr(exc))
+
+    async def reply(
+        self, responder: str, waiting_agent: str, message: T, *, request_id: uuid.UUID | None = None
+    ) -> uuid.UUID:
+        """Answer a request of ``waiting_agent`` to ``responder``; returns the reply's message id.
+
+        Without ``request_id`` it answers the oldest unanswered request from ``waiting_agent`` (whether or
+        not its caller still waits: a caller that timed out finds the reply in its unread messages).
+
+        :raises InvalidOperation: nothing to answer, or the request is already answered / not theirs.
+        """
+        r, w = await self._agents(responder, waiting_agent, ("responder", "waiting_agent"))
+        value, text = self.services.codec.prepare(message, "reply")
+        if request_id is not None:
+            if not isinstance(request_id, uuid.UUID):
+                raise InvalidArgument(f"request_id must be a UUID, not {type(request_id).__name__}")
+            if request_id in self._answering or request_id in self._answered:
+                raise InvalidOperation(f"request {request_id} is already answered")
+            row = await self.services.db.fetch_row(sql.REQUEST_BY_ID, [request_id])
+            if (
+                row is None
+                or row["kind"] != MessageKind.REQUEST.value
+                or str(row["sender_id"]) != str(w.id)
+                or str(row["recipient_id"]) != str(r.id)
+            ):
+                raise InvalidOperation(f"message {request_id} is not a request from {waiting_agent!r} to {responder!r}")
+            if row["replied_at"] is not None:
+                raise InvalidOperation(f"request {request_id} is already answered")
+            return await self._record_reply(r, w, request_id, _uuid(row["conversation_id"]), value, text)
+        key = (r.id, w.id)
+        lock = self._reply_locks.get(key)
+        if lock is None:
+            lock = self._reply_locks[key] = anyio.Lock()
+        async with lock:  # two replies of this process never pick the same oldest request
+            row = await self.services.db.fetch_row(sql.OLDEST_OPEN_REQUEST, [r.id, w.id, list(self._answering)])
+            if row is None:
+                raise InvalidOperation(f"{waiting_agent!r} has no unanswered request to {responder!r}")
+            rid = uuid.UUID(str(row["id"]))
+            return await self._record_reply(r, w, rid, _uuid(row["conversation_id"]), value, text)
+
+    async def _on_handler_reply(self, request: Envelope[Any], result: Any) -> None:
+        """The agent host's reply hook: a hosted handler returned ``result`` for ``request``."""
+        if request.id in self._answering or request.id in self._answered:
+            return  # already answered with reply()
+        try:
+            value, text = self.services.codec.prepare(result, "reply")
+        except InvalidMessage as exc:
+            log.warning(
+                "conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=str(exc)
+            )
+            waiter = self.waiters.by_id.get(request.id)
+            if waiter is not None:
+                waiter.fail(
+                    InvalidMessage(
+                        f"{request.recipient!r} replied to request {request.id} with an invalid value: {exc}"
+                    )
+                )
+            return
+        responder = await self.services.directory.by_id(request.recipient_id)
+        waiting = await self.services.directory.by_id(request.sender_id)
+        await self._record_reply(responder, waiting, request.id, request.conversation_id, value, text)
+
+    async def _record_reply(
+        self,
+        responder: AgentModel,
+        waiting: AgentModel,
+        request_id: uuid.UUID,
+        cid: uuid.UUID | None,
+        value: T,
+        text: str,
+    ) -> uuid.UUID:
+        waiter = self.waiters.by_id.get(request_id)
+        consumed = waiter is not None and waiter.try_claim()
+        env = new_envelope(
+            self.services.codec,
+            MessageKind.REPLY,
+            responder,
+            waiting,
+            value,
+            text,
+            conversation_id=cid,
+            in_reply_to=request_id,
+        )
+        key = str(waiting.id)
+        self._answering.add(request_id)
+        try:
+            await self.services.writer.write(
+                [self._message_write(env, consumed), Write("message.replied", (request_id,))],
+                notify=() if consumed else [key],
+            )
+        except BaseException:
+            if waiter is not None and consumed:
+                waiter.release()
+            raise
+        finally:
+            self._answering.discard(request_id)
+        self._answered[request_id] = None
+        if len(self._answered) > _ANSWERED_LIMIT:
+            self._answered.popitem(last=False)
+        if waiter is not None and consumed:
+            waiter.complete(value, env.id)
+        else:
+            self.services.signals.fire([key])
+            await self.host.deliver([env])
+        return env.id
+
+    async def end_conversation(self, agent_a: str, agent_b: str, *, message: T | None = None) -> None:
+        """End the pair's current session (``agent_a`` ends it); waiters on it get ``ConversationEnded``.
+
+        ``message``, if given, is stored as the session's ending message (sent to ``agent_b``) and carried
+        by the ``ConversationEnded`` errors. The next message between the pair starts a new session.
+
+        :raises InvalidOperation: the pair has no active conversation (or ``agent_a`` is ``agent_b``).
+        """
+        a, b = await self._agents(agent_a, agent_b, ("agent_a", "agent_b"))
+        prepared = None if message is None else self.services.codec.prepare(message, "ending message")
+        pair = _pair_key(a, b)
+        row = await self.services.db.fetch_row(sql.ACTIVE_CONVERSATION, list(pair))
+        if row is None:
+            raise InvalidOperation(f"there is no active conversation between {agent_a!r} and {agent_b!r}")
+        cid = uuid.UUID(str(row["id"]))
+        writes = [Write("conversation.end", (cid, a.id))]
+        env: Envelope[T] | None = None
+        if prepared is not None:
+            env = new_envelope(
+                self.services.codec, MessageKind.END, a, b, prepared[0], prepared[1], conversation_id=cid
+            )
+            writes.append(insert_write(env))
+        keys = [str(a.id), str(b.id)]
+        await self.services.writer.write(writes, notify=keys)
+        self._sessions.pop(pair, None)
+        self._opened.discard(cid)
+        ending = None if prepared is None else prepared[0]
+        for waiter in self.waiters.on_conversation(cid):
+            waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, cid, ending))
+        self.services.signals.fire(keys)  # waiters whose session id this process did not know check the database
+        log.info("conversation.ended", conversation_id=str(cid), agent=a.external_id, other=b.external_id)
+        if env is not None:
+            await self.host.deliver([env])
+
+    # ------------------------------------------------------- talk without waiting
+
+    async def send(
+        self, sender: str, recipient: str, message: T, *, metadata: dict[str, Any] | None = None
+    ) -> uuid.UUID:
+        """Send a chat message (part of the pair's conversation) without waiting; returns its id once committed.
+
+        The recipient's handler runs it if the recipient is hosted; otherwise it waits in its unread messages.
+        """
+        a, b = await self._agents(sender, recipient)
+        meta = check_metadata(metadata)
+        value, text = self.services.codec.prepare(message)
+        cid, extra = self._session(a, b)
+        env = new_envelope(self.services.codec, MessageKind.CHAT, a, b, value, text, metadata=meta, conversation_id=cid)
+        await self._commit(env, a, b, extra)
+        return env.id
+
+    async def get_unread_messages(
+        self, agent: str, *, from_agent: str | None = None, limit: int = 100
+    ) -> list[Message[T]]:
+        """Claim up to ``limit`` unread messages of ``agent`` (oldest first), marking them read atomically.
+
+        Concurrent readers of one agent never get the same message.
+        """
+        check_limit(limit)
+        who = await self.services.directory.get(agent)
+        other = None if from_agent is None else await self.services.directory.get(from_agent, "from_agent")
+        return await self._claim(who, other, limit)
+
+    async def _claim(self, who: AgentModel, other: AgentModel | None, limit: int) -> list[Message[T]]:
+        params: list[Any] = [who.id]
+        sender = ""
+        if other is not None:
+            params.append(other.id)
+            sender = "AND sender_id = $2"
+        with anyio.CancelScope(shield=True):  # a committed claim must reach the caller
+            rows = await self.services.db.fetch(sql.CLAIM_UNREAD.format(sender=sender, limit=int(limit)), params)
+        return [envelope_from_row(self.services.codec, row).to_message() for row in rows]
+
+    async def wait_for_message(
+        self, agent: str, *, from_agent: str | None = None, timeout: Timeout = DEFAULT,  # noqa: ASYNC109 - the API takes a timeout
+    ) -> Message[T]:
+        """Claim the oldest unread message of ``agent`` (from ``from_agent`` if given), waiting for one to arrive.
+
+        Wakes on a local signal, on NOTIFY from other processes, and at worst after ``Config.poll_interval``.
+
+        :raises WaitTimeout: nothing arrived within ``timeout`` (default ``Config.default_reply_timeout``).
+        """
+        limit = self._timeout(timeout)
+        who = await self.services.directory.get(agent)
+        other = None if from_agent is None else await self.services.directory.get(from_agent, "from_agent")
+        key = str(who.id)
+        with anyio.move_on_after(math.inf if limit is None else limit):
+            while True:
+                event = self.services.signals.event(key)
+                found = await self._claim(who, other, 1)
+                if found:
+                    return found[0]
+                await event.wait()
+        assert limit is not None
+        raise WaitTimeout(who.external_id, from_agent, limit)
+
+    async def get_messages_from_agent(
+        self, agent: str, other: str, *, include_read: bool = True, limit: int = 100, after_seq: int | None = None
+    ) -> list[Message[T]]:
+        """Messages ``other`` sent to ``agent``, oldest first, without marking them read; page with ``after_seq``."""
+        check_limit(limit)
+        after = _check_after_seq(after_seq)
+        who = await self.services.directory.get(agent)
+        sender = await self.services.directory.get(other, "other")
+        where = "m.recipient_id = $1 AND m.sender_id = $2" + ("" if include_read else " AND m.read_at IS NULL")
+        return await self._page(where, [who.id, sender.id], limit, after)
+
+    async def get_conversation_history(
+        self, agent_a: str, agent_b: str, *, after_seq: int | None = None, limit: int = 100
+    ) -> list[Message[T]]:
+        """Every conversation message between the two agents, all sessions, oldest first; page with ``after_seq``."""
+        check_limit(limit)
+        after = _check_after_seq(after_seq)
+        a = await self.services.directory.get(agent_a, "agent_a")
+        b = await self.services.directory.get(agent_b, "agent_b")
+        where = (
+            "m.conversation_id IS NOT NULL AND ((m.sender_id = $1 AND m.recipient_id = $2) "
+            "OR (m.sender_id = $2 AND m.recipient_id = $1))"
+        )
+        return await self._page(where, [a.id, b.id], limit, after)
+
+    async def _page(self, where: str, params: list[Any], limit: int, after: int | None) -> list[Message[T]]:
+        if after is not None:
+            where += f" AND m.seq > ${len(params) + 1}"
+            params = [*params, after]
+        envs = await fetch_messages(self.services, where, params, order="m.seq", limit=limit)
+        return [env.to_message() for env in envs]
+
+    async def resume_agent_handler(self, agent: str) -> int:
+        """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many.
+
+        Messages the agent host had already queued are counted and left to it (they run in the same order).
+
+        :raises InvalidOperation: ``agent`` has no handler hosted by this runtime.
+        """
+        name = check_id(agent, "agent")
+        hosted = self.host.hosted.get(name)
+        if hosted is None or hosted.ref is None or hosted.failed:
+            raise InvalidOperation(f"agent {name!r} has no running handler in this runtime")
+        count, after = 0, 0
+        while True:
+            envs = await fetch_messages(
+                self.services,
+                "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
+                [hosted.agent.id, after],
+                limit=_PAGE,
+            )
+            for env in envs:
+                count += 1
+                if hosted.mark_known(env.id):
+                    try:
+                        await hosted.ref.ask(env)
+                    except ActorStopped:
+                        hosted.known.pop(env.id, None)
+                        raise
+                    except Exception as exc:  # the host retries it (attempts, dead letter)
+                        log.warning(
+                            "conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc)
+                        )
+            if len(envs) < _PAGE:
+                return count
+            after = envs[-1].seq
+
+    # ----------------------------------------------------------------- helpers
+
+    def _timeout(self, value: Timeout) -> float | None:
+        if value is DEFAULT:
+            return self.services.config.default_reply_timeout
+        return check_timeout(value)
+
+    async def _agents(
+        self, first: str, second: str, what: tuple[str, str] = ("sender", "recipient")
+    ) -> tuple[AgentModel, AgentModel]:
+        x = check_id(first, what[0])
+        y = check_id(second, what[1])
+        if x == y:
+            raise InvalidOperation(f"agent {x!r} cannot hold a conversation with itself")
+        a = await self.services.directory.get(x, what[0])
+        b = await self.services.directory.get(y, what[1])
+        self.services.directory.same_organization(a, [b])
+        return a, b
+
+    def _session(self, a: AgentModel, b: AgentModel) -> tuple[uuid.UUID, list[Write]]:
+        """The pair's session id as this process knows it, and the row that opens it if not yet committed."""
+        pair = _pair_key(a, b)
+        cid = self._sessions.get(pair)
+        if cid is None:
+            cid = self._sessions[pair] = uuid.uuid4()
+        if cid in self._opened:
+            return cid, []
+        return cid, [Write("conversation.open", (cid, a.organization_id, pair[0], pair[1]))]
+
+    def _message_write(self, env: Envelope[T], consumed: bool = False) -> Write:
+        row = insert_write(env).row
+        return Write("conversation.message", (*row, consumed))
+
+    async def _commit(self, env: Envelope[T], a: AgentModel, b: AgentModel, extra: list[Write]) -> None:
+        """Commit a request or chat line with its session, wake local readers, deliver to a hosted recipient."""
+        key = str(env.recipient_id)
+        try:
+            await self.services.writer.write([*extra, self._message_write(env)], notify=[key])
+        except PersistenceUnavailable:
+            raise
+        except Exception as exc:
+            if not extra:
+                raise
+            # another process opened this pair's session at the same moment: adopt it and write again
+            log.info("conversation.session_race", error=repr(exc))
+            pair = _pair_key(a, b)
+            row = await self.services.db.fetch_row(sql.ACTIVE_CONVERSATION, list(pair))
+            self._sessions.pop(pair, None)
+            if row is not None:
+                self._sessions[pair] = uuid.UUID(str(row["id"]))
+                self._opened.add(self._sessions[pair])
+            env.conversation_id, extra = self._session(a, b)
+            await self.services.writer.write([*extra, self._message_write(env)], notify=[key])
+        if env.conversation_id is not None:
+            self._opened.add(env.conversation_id)
+        self.services.signals.fire([key])
+        await self.host.deliver([env])

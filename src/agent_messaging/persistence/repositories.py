@@ -27,6 +27,11 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value or {})
 
 
+def _json_text(value: dict[str, Any]) -> str:
+    # sent as text and cast in SQL: psqlpy maps a dict parameter's integers to int32 (larger ones overflow)
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _is_unique_violation(exc: BaseException) -> bool:
     return "duplicate key" in str(exc) or "unique" in str(exc).lower()
 
@@ -70,9 +75,9 @@ class OrganizationRepository:
         """Insert a new organization; ``AlreadyExists`` if the external id is taken."""
         try:
             row = await self.db.fetch_row(
-                "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4) "
+                "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
                 "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id, name, metadata, created_at",
-                [new_id(), external_id, name, metadata],
+                [new_id(), external_id, name, _json_text(metadata)],
             )
         except pg_exc.Error as exc:  # pragma: no cover - the ON CONFLICT covers the race
             if _is_unique_violation(exc):
@@ -103,11 +108,12 @@ class AgentRepository:
         """Insert a live agent; ``AlreadyExists`` if a live agent has the external id."""
         try:
             row = await self.db.fetch_row(
-                "INSERT INTO agents (id, organization_id, external_id, name, metadata) VALUES ($1, $2, $3, $4, $5) "
+                "INSERT INTO agents (id, organization_id, external_id, name, metadata) "
+                "VALUES ($1, $2, $3, $4, $5::text::jsonb) "
                 "ON CONFLICT (external_id) WHERE deregistered_at IS NULL DO NOTHING "
                 "RETURNING id, external_id, organization_id, $6::text AS organization_external_id, "
                 "name, metadata, status, created_at",
-                [new_id(), organization.id, external_id, name, metadata, organization.external_id],
+                [new_id(), organization.id, external_id, name, _json_text(metadata), organization.external_id],
             )
         except pg_exc.Error as exc:  # pragma: no cover - the ON CONFLICT covers the race
             if _is_unique_violation(exc):
@@ -159,7 +165,8 @@ class AgentRepository:
         """Mark the live agent deregistered (its history stays); ``AgentNotFound`` if there is none."""
         agent = await self.get(external_id)
         await self.db.execute(
-            "UPDATE agents SET status = 'deregistered', deregistered_at = now() WHERE id = $1 AND deregistered_at IS NULL",
+            "UPDATE agents SET status = 'deregistered', deregistered_at = now() "
+            "WHERE id = $1 AND deregistered_at IS NULL",
             [agent.id],
         )
         return agent.model_copy(update={"status": AgentStatus.DEREGISTERED})

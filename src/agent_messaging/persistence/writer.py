@@ -86,6 +86,29 @@ STATEMENTS: dict[str, Statement] = {
             "(id) DO NOTHING",
         ),
     ),
+    # a conversation message (conversations layer): its session is the request's (replies), else the pair's
+    # active one, else the candidate opened by a "conversation.open" row of the same unit; a reply to an
+    # already answered request is dropped (the first reply wins); ``consumed`` inserts it already read.
+    "conversation.message": Statement(
+        21,
+        "INSERT INTO messages (id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, "
+        "payload, metadata, reply_deadline, read_at) "
+        "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
+        "coalesce((SELECT q.conversation_id FROM messages q WHERE q.id = u.in_reply_to), "
+        "(SELECT c.id FROM conversations c WHERE c.agent_a = least(u.sender_id, u.recipient_id) "
+        "AND c.agent_b = greatest(u.sender_id, u.recipient_id) AND c.status = 'active'), u.conversation_id), "
+        "u.in_reply_to, u.payload::jsonb, u.metadata::jsonb, u.reply_deadline, CASE WHEN u.consumed THEN now() END "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
+        "$9::text[], $10::timestamptz[], $11::bool[]) AS u(id, organization_id, kind, sender_id, recipient_id, "
+        "conversation_id, in_reply_to, payload, metadata, reply_deadline, consumed) "
+        "WHERE u.in_reply_to IS NULL OR NOT EXISTS "
+        "(SELECT 1 FROM messages q WHERE q.id = u.in_reply_to AND q.replied_at IS NOT NULL) "
+        "ON CONFLICT (id) DO NOTHING",
+    ),
+    "conversation.unread": Statement(
+        37,
+        "UPDATE messages m SET read_at = NULL FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
+    ),
     "message.read": Statement(
         30,
         "UPDATE messages m SET read_at = coalesce(m.read_at, now()) FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
@@ -220,6 +243,8 @@ class Writer:
         self.timeout = timeout
         self.notify_enabled = notify
         self._send: MemoryObjectSendStream[_Unit] | None = None
+        self._background: list[Write] = []
+        self._background_flagged = False
         self._transactions = self._units = self._rows = self._retries = self._failures = 0
 
     def statistics(self) -> WriterStatistics:
@@ -243,26 +268,44 @@ class Writer:
         if self._send is None:
             raise PersistenceUnavailable("the persistence actor is not running", host=self.db.host)
         try:
-            await self._send.send(unit)
+            try:
+                self._send.send_nowait(unit)
+            except anyio.WouldBlock:
+                await self._send.send(unit)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise PersistenceUnavailable("the runtime is closing; the write was not taken", host=self.db.host) from None
         await unit.done.wait()
         if unit.error is not None:
             raise unit.error
 
-    async def submit(self, writes: Iterable[Write], *, notify: Iterable[str] = ()) -> None:
-        """Queue ``writes`` without waiting for the commit (for bookkeeping whose loss only means a redelivery).
+    def submit_nowait(self, writes: Iterable[Write]) -> None:
+        """Queue bookkeeping ``writes`` without waiting for their commit.
 
-        Waits only while the queue is full. Failures are logged, not raised.
+        For writes whose loss only means a redelivery (handled marks, attempt
+        counts). They ride along with the next batch; many of them cost one
+        queue operation. Failures are logged, not raised.
         """
-        unit = _Unit(list(writes), frozenset(notify), anyio.current_time() + self.timeout, quiet=True)
-        if self._send is None:
-            log.warning("writer.dropped", reason="not running", rows=len(unit.writes))
+        self._background.extend(writes)
+        if self._background_flagged or self._send is None:
             return
         try:
-            await self._send.send(unit)
+            self._send.send_nowait(_Unit([], frozenset(), anyio.current_time() + self.timeout, quiet=True))
+            self._background_flagged = True
+        except anyio.WouldBlock:
+            pass  # the queue is full: a batch is coming anyway and will take the background rows
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            log.warning("writer.dropped", reason="closing", rows=len(unit.writes))
+            log.warning("writer.dropped", reason="closing", rows=len(self._background))
+
+    async def submit(self, writes: Iterable[Write]) -> None:
+        """Async form of :meth:`submit_nowait` (never waits for the commit)."""
+        self.submit_nowait(writes)
+
+    def _take_background(self) -> _Unit | None:
+        self._background_flagged = False
+        if not self._background:
+            return None
+        writes, self._background = self._background, []
+        return _Unit(writes, frozenset(), anyio.current_time() + self.timeout, quiet=True)
 
     def close(self) -> None:
         """Stop taking writes; :meth:`run` returns once everything queued is committed (flush)."""
@@ -281,6 +324,9 @@ class Writer:
         finally:
             self._send = None
             send.close()
+            leftover = self._take_background()
+            if leftover is not None:
+                log.warning("writer.dropped", reason="closed", rows=len(leftover.writes))
             for unit in _drain(receive):
                 unit.error = PersistenceUnavailable("the runtime closed before the write", host=self.db.host)
                 unit.done.set()
@@ -307,6 +353,12 @@ class Writer:
                     batch.append(unit)
                     rows += len(unit.writes)
                 last_batch = len(batch)
+                background = self._take_background()
+                if background is not None:
+                    batch.append(background)
+                batch = [unit for unit in batch if unit.writes or unit.notify or not unit.quiet]
+                if not batch:
+                    continue
                 with anyio.CancelScope(shield=True):
                     await self._commit(batch)
 

@@ -41,6 +41,9 @@ class MailboxStatistics:
     """``False`` once the intake is closed."""
 
 
+_FAST_RECEIVES = 32
+
+
 class Mailbox(Generic[T]):
     """A bounded FIFO of messages for one owner (an actor), built on an anyio memory stream.
 
@@ -48,13 +51,14 @@ class Mailbox(Generic[T]):
     (at least 1) is how many messages it buffers before ``send`` waits.
     """
 
-    __slots__ = ("_capacity", "_owner", "_receive", "_send")
+    __slots__ = ("_capacity", "_fast", "_owner", "_receive", "_send")
 
     def __init__(self, owner: str, capacity: int) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise InvalidArgument(f"mailbox capacity of {owner!r} must be an integer >= 1, got {capacity!r}")
         self._owner = owner
         self._capacity = capacity
+        self._fast = 0
         send, receive = anyio.create_memory_object_stream[T](capacity)
         self._send: MemoryObjectSendStream[T] = send
         self._receive: MemoryObjectReceiveStream[T] = receive
@@ -75,7 +79,13 @@ class Mailbox(Generic[T]):
         :raises ActorStopped: the intake is closed (also if it closes while waiting).
         """
         try:
-            await self._send.send(item)
+            # fast path: room in the buffer (or a waiting receiver) needs no scheduling round
+            self._send.send_nowait(item)
+        except anyio.WouldBlock:
+            try:
+                await self._send.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise ActorStopped(self._owner) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ActorStopped(self._owner) from None
 
@@ -98,6 +108,14 @@ class Mailbox(Generic[T]):
         :raises anyio.EndOfStream: the intake is closed and nothing is left.
         :raises anyio.ClosedResourceError: the mailbox is closed.
         """
+        self._fast += 1
+        if self._fast < _FAST_RECEIVES:
+            try:
+                return self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+        # an empty mailbox, or every _FAST_RECEIVES messages: a real checkpoint (fairness, cancellation)
+        self._fast = 0
         return await self._receive.receive()
 
     def receive_nowait(self) -> T:

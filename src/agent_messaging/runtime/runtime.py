@@ -111,6 +111,12 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         if self._state is not RuntimeState.OPEN:
             raise LifecycleError(f"the AgentMessaging runtime is {self._state.value}; use it inside 'async with'")
 
+    async def __aenter__(self) -> AgentMessaging[T]:  # type: ignore[misc]  # anyio marks it @final
+        # checked here: the mixin itself would refuse a second entry with a bare RuntimeError
+        if self._state is not RuntimeState.NEW:
+            raise LifecycleError(f"an AgentMessaging runtime can be opened only once (it is {self._state.value})")
+        return await super().__aenter__()
+
     @contextlib.asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[AgentMessaging[T]]:
         if self._state is not RuntimeState.NEW:

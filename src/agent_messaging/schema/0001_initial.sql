@@ -63,6 +63,8 @@ CREATE INDEX messages_unread ON messages (recipient_id, seq) WHERE read_at IS NU
 CREATE INDEX messages_recipient ON messages (recipient_id, seq);
 CREATE INDEX messages_sender ON messages (sender_id, seq);
 CREATE INDEX messages_conversation ON messages (conversation_id, seq) WHERE conversation_id IS NOT NULL;
+-- replies by the request they answer (send_and_wait callers look them up)
+CREATE INDEX messages_in_reply_to ON messages (in_reply_to) WHERE in_reply_to IS NOT NULL;
 -- unanswered requests, oldest first, per (recipient, sender)
 CREATE INDEX messages_open_requests ON messages (recipient_id, sender_id, seq)
     WHERE kind = 'request' AND replied_at IS NULL;
