@@ -8,8 +8,11 @@ is migrated once; every test gets its own database cloned from it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,17 +63,20 @@ def admin(dsn: str, *statements: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_dsn() -> Iterator[str]:
     """DSN of the session's PostgreSQL server (maintenance database)."""
     external = os.environ.get("AGENT_MESSAGING_TEST_DSN")
     if external:
         yield external
         return
-    handle = _start(tmp_path_factory.mktemp("embedded") / "pgdata")
+    # not under pytest's rotating basetemp: a concurrent pytest session could delete it
+    home = Path(tempfile.mkdtemp(prefix="am-test-pg-"))
+    handle = _start(home / "pgdata")
     try:
         yield handle.dsn
     finally:
         _stop(handle)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -128,17 +134,11 @@ async def am(config: Config) -> AsyncIterator[AgentMessaging[Any]]:
         yield runtime
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Async tests are anyio tests (run on both backends)."""
-    for item in items:
-        if isinstance(item, pytest.Function) and _is_async(item.function):
-            item.add_marker(pytest.mark.anyio)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark every async test function anyio (before parametrization, so it runs on both backends)."""
+    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):
+        pytest.mark.anyio(obj)
 
 
 def repo_root() -> Path:

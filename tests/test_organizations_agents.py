@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from agent_messaging import (
-    Agent,
+    AgentInfo,
     AgentMessaging,
     AgentNotFound,
     AgentStatus,
@@ -28,25 +28,16 @@ pytestmark = pytest.mark.anyio
 
 AM = AgentMessaging[Any]
 
-BAD_IDS: list[Any] = [
-    pytest.param("", id="empty"),
-    pytest.param("   ", id="blank"),
-    pytest.param("x" * 256, id="256-chars"),
-    pytest.param("bad\x00id", id="nul"),
-    pytest.param("bad\nid", id="newline"),
-    pytest.param("bad\x1bid", id="escape"),
-    pytest.param(42, id="int"),
-    pytest.param(None, id="none"),
-    pytest.param(b"bytes", id="bytes"),
-]
-
+BAD_IDS: list[Any] = ["", "   ", "x" * 256, "bad\x00id", "bad\nid", "bad\x1bid", 42, None, b"bytes"]
+BAD_NAMES: list[Any] = ["", "  ", 7, None, "bell\x07"]
 BAD_METADATA: list[Any] = [
-    pytest.param({"when": object()}, id="object"),
-    pytest.param({"tags": {"a", "b"}}, id="set"),
-    pytest.param({1: "int key"}, id="int-key"),
-    pytest.param(["not", "a", "mapping"], id="list"),
-    pytest.param("{}", id="str"),
-    pytest.param({"x": math.nan}, id="nan"),
+    {"when": object()},
+    {"tags": {"a", "b"}},
+    {1: "int key"},
+    ["not", "a", "mapping"],
+    "{}",
+    {"x": math.nan},
+    {"x": [math.inf]},
 ]
 
 
@@ -91,30 +82,17 @@ async def test_register_organization_twice(am: AM) -> None:
     assert await count(am, "organizations") == 1
 
 
-@pytest.mark.parametrize("bad", BAD_IDS)
-async def test_register_organization_bad_id_leaves_no_row(am: AM, bad: Any) -> None:
-    with pytest.raises(InvalidArgument, match="organization"):
-        await am.register_organization(bad, "Name")
+async def test_register_organization_bad_input_leaves_no_row(am: AM) -> None:
+    for bad in BAD_IDS:
+        with pytest.raises(InvalidArgument, match="organization"):
+            await am.register_organization(bad, "Name")
+    for bad in BAD_NAMES:
+        with pytest.raises(InvalidArgument, match="name"):
+            await am.register_organization("acme", bad)
+    for bad in BAD_METADATA:
+        with pytest.raises(InvalidArgument, match="metadata"):
+            await am.register_organization("acme", "Acme", bad)
     assert await count(am, "organizations") == 0
-
-
-@pytest.mark.parametrize("bad", [pytest.param("", id="empty"), pytest.param(7, id="int"), pytest.param("a\x07", id="bell")])
-async def test_register_organization_bad_name_leaves_no_row(am: AM, bad: Any) -> None:
-    with pytest.raises(InvalidArgument, match="name"):
-        await am.register_organization("acme", bad)
-    assert await count(am, "organizations") == 0
-
-
-@pytest.mark.parametrize("bad", BAD_METADATA)
-async def test_register_organization_bad_metadata_leaves_no_row(am: AM, bad: Any) -> None:
-    with pytest.raises(InvalidArgument, match="metadata"):
-        await am.register_organization("acme", "Acme", bad)
-    assert await count(am, "organizations") == 0
-
-
-async def test_get_organization_bad_id(am: AM) -> None:
-    with pytest.raises(InvalidArgument, match="organization"):
-        await am.get_organization("x" * 256)
 
 
 # --------------------------------------------------------------------- agents
@@ -128,7 +106,7 @@ async def test_register_get_and_list_agents(am: AM) -> None:
     bob = await am.register_agent("bob", "acme", "Bob")
     await am.register_agent("gina", "globex", "Gina")
 
-    assert isinstance(alice, Agent)
+    assert isinstance(alice, AgentInfo)
     assert alice.external_id == "alice"
     assert alice.name == "Alice"
     assert alice.organization_id == acme.id
@@ -175,33 +153,27 @@ async def test_register_agent_twice(am: AM) -> None:
     assert await count(am, "agents") == 1
 
 
-@pytest.mark.parametrize("bad", BAD_IDS)
-async def test_register_agent_bad_id_leaves_no_row(am: AM, bad: Any) -> None:
+async def test_register_agent_bad_input_leaves_no_row(am: AM) -> None:
     await am.register_organization("acme", "Acme")
-    with pytest.raises(InvalidArgument, match="agent"):
-        await am.register_agent(bad, "acme", "Name")
-    with pytest.raises(InvalidArgument, match="organization"):
-        await am.register_agent("alice", bad, "Name")
-    assert await count(am, "agents") == 0
-
-
-async def test_register_agent_bad_name_or_metadata_leaves_no_row(am: AM) -> None:
-    await am.register_organization("acme", "Acme")
-    with pytest.raises(InvalidArgument, match="name"):
-        await am.register_agent("alice", "acme", "")
-    with pytest.raises(InvalidArgument, match="name"):
-        await am.register_agent("alice", "acme", None)  # type: ignore[arg-type]
-    for bad in ({"x": object()}, {2: "int key"}, [1, 2], {"x": math.inf}):
+    for bad in BAD_IDS:
+        with pytest.raises(InvalidArgument, match="agent"):
+            await am.register_agent(bad, "acme", "Name")
+        with pytest.raises(InvalidArgument, match="organization"):
+            await am.register_agent("alice", bad, "Name")
+    for bad in BAD_NAMES:
+        with pytest.raises(InvalidArgument, match="name"):
+            await am.register_agent("alice", "acme", bad)
+    for bad in BAD_METADATA:
         with pytest.raises(InvalidArgument, match="metadata"):
-            await am.register_agent("alice", "acme", "Alice", bad)  # type: ignore[arg-type]
+            await am.register_agent("alice", "acme", "Alice", bad)
     assert await count(am, "agents") == 0
 
 
-@pytest.mark.parametrize("method", ["get_agent", "deregister_agent", "list_agents"])
-async def test_lookups_refuse_bad_ids(am: AM, method: str) -> None:
-    for bad in ("", "x" * 256, "a\tb", 3):
-        with pytest.raises(InvalidArgument):
-            await getattr(am, method)(bad)
+async def test_lookups_refuse_bad_ids(am: AM) -> None:
+    for method in (am.get_organization, am.get_agent, am.deregister_agent, am.list_agents):
+        for bad in BAD_IDS:
+            with pytest.raises(InvalidArgument):
+                await method(bad)
 
 
 async def test_deregister_agent(am: AM) -> None:
@@ -242,7 +214,7 @@ async def test_a_deregistered_agents_id_can_be_registered_again(am: AM) -> None:
 
 async def test_concurrent_registration_of_one_agent_id(am: AM) -> None:
     await am.register_organization("acme", "Acme")
-    winners: list[Agent] = []
+    winners: list[AgentInfo] = []
     losers: list[AlreadyExists] = []
 
     async def register(i: int) -> None:
@@ -307,10 +279,9 @@ async def _every_api_call(runtime: AM) -> list[tuple[str, Any]]:
 async def test_using_the_runtime_before_entering_it(config: Config) -> None:
     runtime = AM(config)
     assert runtime.state is RuntimeState.NEW
-    for name, call in await _every_api_call(runtime):
-        with pytest.raises(LifecycleError):
+    for _name, call in await _every_api_call(runtime):
+        with pytest.raises(LifecycleError, match="new"):
             await call
-        assert name
     with pytest.raises(LifecycleError):
         _ = runtime.database
 

@@ -107,7 +107,7 @@ async def test_all_recipients_commit_together_or_none(am: AgentMessaging[Any]) -
     await am.database.execute("DELETE FROM agents WHERE external_id = 'bob'")
     with pytest.raises(Exception) as caught:
         await am.one_way.send("alice", ["carol", "bob"], "one row of two cannot be written")
-    assert not isinstance(caught.value, AssertionError)
+    assert "foreign key" in str(caught.value)
     assert await message_count(am) == 0  # carol's row was not committed either
     await am.one_way.send("alice", "carol", "still works")
     assert await message_count(am) == 1
@@ -167,32 +167,31 @@ async def test_payload_size_limit(dsn: str) -> None:
         assert await message_count(am) == 1
 
 
-@pytest.mark.parametrize(
-    ("sender", "recipients", "metadata"),
-    [
-        ("alice", [], None),
-        ("alice", (), None),
-        ("alice", "", None),
-        ("alice", ["bob", ""], None),
-        ("alice", ["bob", 7], None),
-        ("alice", "bob\x00", None),
-        ("alice", "x" * 256, None),
-        ("alice", b"bob", None),
-        ("alice", None, None),
-        ("", "bob", None),
-        (None, "bob", None),
-        ("alice", "bob", {"when": object()}),
-        ("alice", "bob", {1: "not a str key"}),
-        ("alice", "bob", {"nan": math.nan}),
-        ("alice", "bob", ["not", "a", "mapping"]),
-    ],
-)
-async def test_invalid_arguments(
-    am: AgentMessaging[Any], sender: Any, recipients: Any, metadata: Any
-) -> None:
+INVALID_SENDS: list[tuple[Any, Any, Any]] = [
+    ("alice", [], None),
+    ("alice", (), None),
+    ("alice", "", None),
+    ("alice", "   ", None),
+    ("alice", ["bob", ""], None),
+    ("alice", ["bob", 7], None),
+    ("alice", "bob\x00", None),
+    ("alice", "x" * 256, None),
+    ("alice", b"bob", None),
+    ("alice", None, None),
+    ("", "bob", None),
+    (None, "bob", None),
+    ("alice", "bob", {"when": object()}),
+    ("alice", "bob", {1: "not a str key"}),
+    ("alice", "bob", {"nan": math.nan}),
+    ("alice", "bob", ["not", "a", "mapping"]),
+]
+
+
+async def test_invalid_arguments(am: AgentMessaging[Any]) -> None:
     await setup_agents(am, "alice", "bob")
-    with pytest.raises(InvalidArgument):
-        await am.one_way.send(sender, recipients, "hi", metadata=metadata)
+    for sender, recipients, metadata in INVALID_SENDS:
+        with pytest.raises(InvalidArgument):
+            await am.one_way.send(sender, recipients, "hi", metadata=metadata)
     assert await message_count(am) == 0
 
 

@@ -186,13 +186,24 @@ async def test_runtime_applies_migrations_on_open(empty_dsn: str) -> None:
 
 
 async def test_runtime_with_apply_migrations_off_leaves_the_database_empty(empty_dsn: str) -> None:
-    async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2, apply_migrations=False)) as am:
-        assert not await table_exists(am.database, LEDGER)
-        assert not await table_exists(am.database, "organizations")
-        tables = await am.database.fetch_val(
+    with pytest.raises(ConfigurationError, match="0001_initial") as caught:
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2, apply_migrations=False)):
+            pytest.fail("the runtime opened on a database without its schema")
+    assert "migrate" in str(caught.value)
+
+    database = Database(empty_dsn, pool_size=2)
+    await database.open()
+    try:
+        tables = await database.fetch_val(
             "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
         )
         assert tables == 0
-        statuses = await migration_status(am.database)
-        assert statuses
-        assert not any(s.applied for s in statuses)
+        assert not any(s.applied for s in await migration_status(database))
+
+        # once migrated (for example by 'agent-messaging db migrate'), it opens without migrating
+        await apply_migrations(database)
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2, apply_migrations=False)) as am:
+            await am.register_organization("acme", "Acme")
+        assert await database.fetch_val("SELECT count(*) FROM organizations") == 1
+    finally:
+        await database.aclose()

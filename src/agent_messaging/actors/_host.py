@@ -28,6 +28,7 @@ from anyio.abc import TaskStatus
 
 from ..errors import ActorStopped, AgentNotFound
 from ..models import Agent as AgentModel, AgentStatus, MessageKind
+from ..persistence.presence import Presence
 from ..persistence.writer import Write
 from ..runtime._services import Services
 from ..runtime.actor import Actor, ActorRef
@@ -96,12 +97,15 @@ class _AgentActor(Actor[Envelope[T]]):
 class AgentHost(Generic[T]):
     """Runs the agent supervisor and feeds hosted agents their messages."""
 
-    def __init__(self, services: Services[T], registry: Registry[T]) -> None:
+    def __init__(self, services: Services[T], registry: Registry[T], runtime_id: str) -> None:
         self.services = services
         self.registry = registry
+        self.presence = Presence(services.db, runtime_id)
         self.hosted: dict[str, HostedAgent[T]] = {}
         self.by_id: dict[uuid.UUID, HostedAgent[T]] = {}
         self.waiting: dict[str, HostSpec] = {}
+        self.standby: dict[str, tuple[HostSpec, AgentModel]] = {}
+        self._claiming = False
         self.reply_hook: ReplyHook | None = None
         cfg = services.config
         self.supervisor = Supervisor(
@@ -117,12 +121,16 @@ class AgentHost(Generic[T]):
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the agent supervisor, host every registered spec, and serve until cancelled."""
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            await tg.start(self.supervisor.run)
-            for spec in list(self.registry.hosts.values()):
-                await self.host(spec)
-            task_status.started()
+        await self.presence.open()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self.supervisor.run)
+                for spec in list(self.registry.hosts.values()):
+                    await self.host(spec)
+                task_status.started()
+        finally:
+            await self.presence.close()
 
     async def drain(self) -> None:
         """Stop intake and let running handlers finish (bounded by the caller's cancel scope)."""
@@ -135,10 +143,19 @@ class AgentHost(Generic[T]):
         try:
             agent = await self.services.directory.get(spec.agent)
         except AgentNotFound:
-            self.waiting[spec.agent] = spec
-            log.info("agent.waiting_for_registration", agent=spec.agent)
+            if spec.agent not in self.waiting:
+                self.waiting[spec.agent] = spec
+                log.info("agent.waiting_for_registration", agent=spec.agent)
             return
         self.waiting.pop(spec.agent, None)
+        if agent.id not in await self.presence.claim([agent.id]):
+            self.standby[spec.agent] = (spec, agent)
+            log.info("agent.hosted_elsewhere", agent=spec.agent)
+            return
+        self.standby.pop(spec.agent, None)
+        await self._start_actor(spec, agent)
+
+    async def _start_actor(self, spec: HostSpec, agent: AgentModel) -> None:
         hosted: HostedAgent[T] = HostedAgent(spec, agent)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
@@ -193,6 +210,9 @@ class AgentHost(Generic[T]):
         """Listener/sweeper subscriber: poke the hosted agents named by ``keys`` (all if None)."""
         if keys is None:
             self.poke()
+            if not self._claiming and self._tg is not None:
+                self._claiming = True
+                self._tg.start_soon(self._sweep_ownership)
             return
         targets = []
         for key in keys:
@@ -204,6 +224,24 @@ class AgentHost(Generic[T]):
                 targets.append(hosted)
         if targets:
             self.poke(targets)
+
+    async def _sweep_ownership(self) -> None:
+        """Keep the liveness lock, and take over standby agents whose host died."""
+        try:
+            await self.presence.ensure_alive()
+            if self.standby:
+                wanted = {agent.id: (spec, agent) for spec, agent in self.standby.values()}
+                for agent_id in await self.presence.claim(list(wanted)):
+                    spec, agent = wanted[agent_id]
+                    self.standby.pop(spec.agent, None)
+                    log.info("agent.taken_over", agent=spec.agent)
+                    await self._start_actor(spec, agent)
+            for spec in list(self.waiting.values()):  # registered by another process meanwhile?
+                await self.host(spec)
+        except Exception as exc:  # the next sweep tries again
+            log.warning("agent.ownership_sweep_failed", error=repr(exc))
+        finally:
+            self._claiming = False
 
     async def _catch_up(self, hosted: HostedAgent[T]) -> None:
         try:

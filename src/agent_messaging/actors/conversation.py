@@ -123,7 +123,14 @@ class Conversations(Generic[T]):
 
     # ------------------------------------------------------------ talk and wait
 
-    async def send_and_wait(self, sender: str, recipient: str, message: T, *, timeout: Timeout = DEFAULT) -> T:
+    async def send_and_wait(
+        self,
+        sender: str,
+        recipient: str,
+        message: T,
+        *,
+        timeout: Timeout = DEFAULT,  # noqa: ASYNC109 - the API takes a timeout
+    ) -> T:
         """Send a request from ``sender`` to ``recipient`` and wait for its reply; returns the reply.
 
         ``timeout`` defaults to ``Config.default_reply_timeout``; None waits until the caller's own
@@ -381,7 +388,11 @@ class Conversations(Generic[T]):
         return [envelope_from_row(self.services.codec, row).to_message() for row in rows]
 
     async def wait_for_message(
-        self, agent: str, *, from_agent: str | None = None, timeout: Timeout = DEFAULT,  # noqa: ASYNC109 - the API takes a timeout
+        self,
+        agent: str,
+        *,
+        from_agent: str | None = None,
+        timeout: Timeout = DEFAULT,  # noqa: ASYNC109 - the API takes a timeout
     ) -> Message[T]:
         """Claim the oldest unread message of ``agent`` (from ``from_agent`` if given), waiting for one to arrive.
 
@@ -436,11 +447,12 @@ class Conversations(Generic[T]):
         return [env.to_message() for env in envs]
 
     async def resume_agent_handler(self, agent: str) -> int:
-        """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many.
+        """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many it ran.
 
-        Messages the agent host had already queued are counted and left to it (they run in the same order).
+        Waits until each has been handled. Messages the agent host has already queued (it catches up by itself
+        at start, on NOTIFY and on every sweep) are left to it and not counted.
 
-        :raises InvalidOperation: ``agent`` has no handler hosted by this runtime.
+        :raises InvalidOperation: ``agent`` has no handler running in this runtime.
         """
         name = check_id(agent, "agent")
         hosted = self.host.hosted.get(name)
@@ -455,17 +467,18 @@ class Conversations(Generic[T]):
                 limit=_PAGE,
             )
             for env in envs:
+                if not hosted.mark_known(env.id):
+                    continue
                 count += 1
-                if hosted.mark_known(env.id):
-                    try:
-                        await hosted.ref.ask(env)
-                    except ActorStopped:
-                        hosted.known.pop(env.id, None)
-                        raise
-                    except Exception as exc:  # the host retries it (attempts, dead letter)
-                        log.warning(
-                            "conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc)
-                        )
+                try:
+                    await hosted.ref.ask(env)
+                except ActorStopped:
+                    hosted.known.pop(env.id, None)
+                    raise
+                except Exception as exc:  # the host retries it (attempts, then dead letter)
+                    log.warning(
+                        "conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc)
+                    )
             if len(envs) < _PAGE:
                 return count
             after = envs[-1].seq

@@ -35,8 +35,8 @@ class OneWay(Generic[T]):
     def __init__(self, services: Services[T], registry: Registry[T]) -> None:
         self.services = services
         self.registry = registry
-        self.host_runtime: AgentHost[T] = AgentHost(services, registry)
         self.runtime_id = uuid.uuid4().hex[:12]
+        self.host_runtime: AgentHost[T] = AgentHost(services, registry, self.runtime_id)
         services.writer.origin = self.runtime_id
         services.extras["agent_host"] = self.host_runtime
 

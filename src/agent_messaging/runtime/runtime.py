@@ -19,11 +19,11 @@ from pydantic import TypeAdapter
 
 from .._validation import check_id, check_metadata, check_name
 from ..config import Config
-from ..errors import InvalidArgument, LifecycleError
+from ..errors import ConfigurationError, InvalidArgument, LifecycleError
 from ..models import Agent, DeadLetter, Organization
 from ..persistence.database import Database
 from ..persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
-from ..persistence.migrations import apply_migrations
+from ..persistence.migrations import apply_migrations, migration_status
 from ..models import MeetingEventType
 from ..persistence.repositories import AgentRepository, OrganizationRepository
 from ..persistence.writer import Writer
@@ -167,6 +167,13 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             applied = await apply_migrations(db)
             if applied:
                 log.info("migrations.applied", versions=[m.version for m in applied])
+        else:
+            pending = [f"{s.version:04d}_{s.name}" for s in await migration_status(db) if not s.applied]
+            if pending:
+                raise ConfigurationError(
+                    f"the database schema is not up to date (pending migrations: {', '.join(pending)}); "
+                    "run 'agent-messaging db migrate' or set AGENT_MESSAGING_APPLY_MIGRATIONS=true"
+                )
         self._db = db
         self._organizations = OrganizationRepository(db)
         self._agents = AgentRepository(db)

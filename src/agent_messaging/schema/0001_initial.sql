@@ -69,6 +69,19 @@ CREATE INDEX messages_in_reply_to ON messages (in_reply_to) WHERE in_reply_to IS
 CREATE INDEX messages_open_requests ON messages (recipient_id, sender_id, seq)
     WHERE kind = 'request' AND replied_at IS NULL;
 
+-- Which runtime hosts which agent. A runtime is alive exactly while it holds the
+-- session-level advisory lock runtime_key on its presence connection, so a row
+-- whose runtime died (its connection closed) can be taken over by another runtime.
+CREATE TABLE agent_hosts (
+    agent_id    uuid PRIMARY KEY REFERENCES agents (id),
+    runtime_key bigint NOT NULL,
+    runtime_id  text NOT NULL,
+    hostname    text NOT NULL,
+    pid         integer NOT NULL,
+    claimed_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX agent_hosts_runtime ON agent_hosts (runtime_key);
+
 CREATE TABLE dead_letters (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     message_id  uuid NOT NULL REFERENCES messages (id),

@@ -1,0 +1,129 @@
+"""Runtime presence and agent ownership across processes.
+
+Each runtime opens one *presence* connection and takes a session-level
+advisory lock on a random key. It is alive exactly while that lock is held:
+when its process dies, PostgreSQL closes the connection and drops the lock.
+``agent_hosts`` records which runtime hosts which agent; a runtime may claim an
+agent that nobody hosts, or whose recorded host no longer holds its lock. One
+lock per runtime (not per agent) keeps the lock table small however many
+agents are hosted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import psqlpy
+import structlog
+
+from .database import Database, Row
+
+__all__ = ["Presence"]
+
+log = structlog.get_logger("agent_messaging.presence")
+
+_ALIVE = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND ((l.classid::bigint << 32) | l.objid::bigint) = {key})"""
+
+_CLAIM = f"""
+INSERT INTO agent_hosts AS h (agent_id, runtime_key, runtime_id, hostname, pid)
+SELECT u.agent_id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS u(agent_id)
+ON CONFLICT (agent_id) DO UPDATE
+    SET runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
+        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
+    WHERE h.runtime_key = excluded.runtime_key OR NOT {_ALIVE.format(key="h.runtime_key")}
+RETURNING agent_id"""
+
+
+class Presence:
+    """This runtime's liveness lock and its claims on agents."""
+
+    def __init__(self, db: Database, runtime_id: str) -> None:
+        self.db = db
+        self.runtime_id = runtime_id
+        self.key = random.getrandbits(62) + 1
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self._conn: psqlpy.Connection | None = None
+
+    async def open(self) -> None:
+        """Open the presence connection and take the liveness lock."""
+
+        async def connect() -> psqlpy.Connection:
+            conn = await psqlpy.connect(dsn=self.db.dsn, application_name="agent-messaging-presence")
+            await conn.execute("SELECT pg_advisory_lock($1)", [self.key])
+            return conn
+
+        self._conn = await self.db.run_on_loop(connect)
+        log.info("presence.open", runtime=self.runtime_id)
+
+    async def close(self) -> None:
+        """Give up every claim and the lock (closing the connection releases it)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+
+        async def release() -> None:
+            try:
+                await conn.execute("DELETE FROM agent_hosts WHERE runtime_key = $1", [self.key])
+            finally:
+                conn.close()
+
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.db.run_on_loop(release)
+            except Exception as exc:  # the lock goes with the connection anyway
+                log.warning("presence.release_failed", error=repr(exc))
+
+    async def ensure_alive(self) -> bool:
+        """Check the lock is still held; reconnect and re-lock if the connection broke. False if it was lost."""
+        conn = self._conn
+        if conn is None:
+            return False
+
+        async def check() -> bool:
+            result = await conn.execute("SELECT 1 AS ok")
+            return bool(result.result())
+
+        try:
+            return await self.db.run_on_loop(check)
+        except Exception as exc:
+            log.warning("presence.lost", runtime=self.runtime_id, error=repr(exc))
+        try:
+            await self.open()
+        except Exception as exc:
+            log.warning("presence.reconnect_failed", error=repr(exc))
+        return False
+
+    async def claim(self, agent_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Claim these agents for this runtime; returns the ones it now hosts."""
+        if not agent_ids:
+            return set()
+        rows = await self.db.fetch(_CLAIM, [list(agent_ids), self.key, self.runtime_id, self.hostname, self.pid])
+        return {uuid.UUID(str(row["agent_id"])) for row in rows}
+
+    async def release(self, agent_ids: Sequence[uuid.UUID]) -> None:
+        """Stop hosting these agents."""
+        if agent_ids:
+            await self.db.execute(
+                "DELETE FROM agent_hosts WHERE runtime_key = $1 AND agent_id = ANY($2::uuid[])",
+                [self.key, list(agent_ids)],
+            )
+
+
+async def hosts(db: Database, agent_ids: Sequence[uuid.UUID] | None = None) -> list[Row]:
+    """Where agents are hosted: runtime, hostname, pid, since, and whether that runtime is alive."""
+    where, params = ("", []) if agent_ids is None else ("WHERE h.agent_id = ANY($1::uuid[])", [list(agent_ids)])
+    params_any: list[Any] = list(params)
+    return await db.fetch(
+        f"SELECT h.agent_id, h.runtime_id, h.hostname, h.pid, h.claimed_at, {_ALIVE.format(key='h.runtime_key')} "
+        f"AS alive FROM agent_hosts h {where}",
+        params_any,
+    )
