@@ -27,8 +27,8 @@ async def main(dsn: str, handled_file: str) -> None:
     @am.register_handler("bob")
     async def bob(message: Any, ctx: MessageContext[Any]) -> None:
         await anyio.sleep(0.05)
-        with open(handled_file, "a") as f:
-            f.write(f"{ctx.message_id}\n")
+        async with await anyio.open_file(handled_file, "a") as f:
+            await f.write(f"{ctx.message_id}\n")
 
     async with am:
         i = 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -11,6 +14,7 @@ import pytest
 from agent_messaging import AgentMessaging, Config
 from agent_messaging.errors import (
     AgentNotFound,
+    AlreadyExists,
     ConversationEnded,
     CrossOrganization,
     DeadlockDetected,
@@ -24,12 +28,29 @@ from agent_messaging.models import MessageKind
 AM = AgentMessaging[Any]
 
 
+async def until(check: Callable[[], Awaitable[bool]], limit: float = 10) -> None:
+    """Wait (polling) until ``check()`` is true."""
+    with anyio.fail_after(limit):
+        for _ in itertools.count():
+            if await check():
+                return
+            await anyio.sleep(0.01)
+
+
+async def hosted(am: AM, name: str) -> bool:
+    """Whether ``name`` is hosted by ``am``."""
+    return name in am.conversation.host.hosted
+
+
+async def requests_to_bob(am: AM, n: int) -> bool:
+    """Whether ``n`` requests from alice reached bob."""
+    return len(await am.conversation.get_messages_from_agent("bob", "alice")) >= n
+
+
 async def setup(am: AM, *names: str, org: str = "acme") -> None:
     """Register the organization (once) and the agents."""
-    try:
+    with contextlib.suppress(AlreadyExists):
         await am.register_organization(org, org.title())
-    except Exception:  # noqa: BLE001 - already registered
-        pass
     for name in names:
         await am.register_agent(name, org, name.title())
 
@@ -47,7 +68,8 @@ async def test_send_and_wait_gets_the_handler_return_value(am: AM) -> None:
         assert await am.conversation.send_and_wait("alice", "bob", "again") == {"echo": "again", "from": "bob"}
     history = await am.conversation.get_conversation_history("alice", "bob")
     assert [m.kind for m in history] == [MessageKind.REQUEST, MessageKind.REPLY] * 2
-    assert history[1].in_reply_to == history[0].id and history[3].in_reply_to == history[2].id
+    assert history[1].in_reply_to == history[0].id
+    assert history[3].in_reply_to == history[2].id
     assert len({m.conversation_id for m in history}) == 1
     assert [m.seq for m in history] == sorted(m.seq for m in history)
     # the consumed replies are not unread for alice
@@ -65,13 +87,9 @@ async def test_reply_from_another_task_matches_by_id(am: AM) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, "first")
-        with anyio.fail_after(10):
-            while len(await am.conversation.get_messages_from_agent("bob", "alice")) < 1:
-                await anyio.sleep(0.01)
+        await until(lambda: requests_to_bob(am, 1))
         tg.start_soon(call, "second")
-        with anyio.fail_after(10):
-            while len(await am.conversation.get_messages_from_agent("bob", "alice")) < 2:
-                await anyio.sleep(0.01)
+        await until(lambda: requests_to_bob(am, 2))
         requests = await am.conversation.get_messages_from_agent("bob", "alice")
         # answer the second explicitly by id, then the oldest unanswered (the first)
         await am.conversation.reply("bob", "alice", "answer-2", request_id=requests[1].id)
@@ -101,9 +119,7 @@ async def test_reply_from_a_handler_of_another_agent(am: AM) -> None:
     async with anyio.create_task_group() as tg:
 
         async def later() -> None:
-            with anyio.fail_after(10):
-                while not await am.conversation.get_messages_from_agent("bob", "alice"):
-                    await anyio.sleep(0.01)
+            await until(lambda: requests_to_bob(am, 1))
             await relay()
 
         tg.start_soon(later)
@@ -120,21 +136,20 @@ async def test_reply_from_a_second_runtime_on_the_same_database(am: AM, config: 
 
         with anyio.fail_after(15):
             assert await am.conversation.send_and_wait("alice", "bob", "x") == "other process: x"
-    async with AgentMessaging[Any](config) as third:
-        async with anyio.create_task_group() as tg:
+    async with AgentMessaging[Any](config) as third, anyio.create_task_group() as tg:
 
-            async def answer() -> None:
-                with anyio.fail_after(10):
-                    while True:
-                        try:
-                            await third.conversation.reply("bob", "alice", "explicit from elsewhere")
-                            return
-                        except InvalidOperation:
-                            await anyio.sleep(0.02)
+        async def answer() -> None:
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await third.conversation.reply("bob", "alice", "explicit from elsewhere")
+                        return
+                    except InvalidOperation:
+                        await anyio.sleep(0.02)
 
-            tg.start_soon(answer)
-            with anyio.fail_after(15):
-                assert await am.conversation.send_and_wait("alice", "bob", "y") == "explicit from elsewhere"
+        tg.start_soon(answer)
+        with anyio.fail_after(15):
+            assert await am.conversation.send_and_wait("alice", "bob", "y") == "explicit from elsewhere"
     assert await am.conversation.get_unread_messages("alice") == []
 
 
@@ -144,15 +159,20 @@ async def test_timeout_then_late_reply_lands_in_unread(am: AM) -> None:
         await am.conversation.send_and_wait("alice", "bob", "slow?", timeout=0.2)
     err = info.value
     assert isinstance(err, TimeoutError)
-    assert err.sender == "alice" and err.recipient == "bob"
+    assert err.sender == "alice"
+    assert err.recipient == "bob"
     assert str(err.request_id) in str(err)
-    row = await am.database.fetch_row("SELECT timed_out_at, reply_deadline FROM messages WHERE id = $1", [err.request_id])
-    assert row is not None and row["reply_deadline"] is not None
-    with anyio.fail_after(5):
-        while (await am.database.fetch_row("SELECT timed_out_at FROM messages WHERE id = $1", [err.request_id]) or {}).get(
-            "timed_out_at"
-        ) is None:
-            await anyio.sleep(0.01)
+    row = await am.database.fetch_row(
+        "SELECT timed_out_at, reply_deadline FROM messages WHERE id = $1", [err.request_id]
+    )
+    assert row is not None
+    assert row["reply_deadline"] is not None
+
+    async def timed_out() -> bool:
+        row = await am.database.fetch_row("SELECT timed_out_at FROM messages WHERE id = $1", [err.request_id])
+        return row is not None and row["timed_out_at"] is not None
+
+    await until(timed_out)
     reply_id = await am.conversation.reply("bob", "alice", "late")
     unread = await am.conversation.get_unread_messages("alice")
     assert [(m.id, m.payload, m.in_reply_to, m.kind) for m in unread] == [
@@ -184,19 +204,19 @@ async def test_end_conversation_wakes_waiters_and_next_message_starts_a_new_sess
     async with anyio.create_task_group() as tg:
         tg.start_soon(call)
         tg.start_soon(call)
-        with anyio.fail_after(10):
-            while len(await am.conversation.get_messages_from_agent("bob", "alice")) < 2:
-                await anyio.sleep(0.01)
+        await until(lambda: requests_to_bob(am, 2))
         await am.conversation.end_conversation("bob", "alice", message="goodbye")
     assert len(errors) == 2
-    assert all(isinstance(e, ConversationEnded) and e.message == "goodbye" for e in errors)
+    assert all(isinstance(e, ConversationEnded) for e in errors)
+    assert all(getattr(e, "message", None) == "goodbye" for e in errors)
     first = (await am.conversation.get_conversation_history("alice", "bob"))[0].conversation_id
     with pytest.raises(InvalidOperation, match="no active conversation"):
         await am.conversation.end_conversation("alice", "bob")
     await am.conversation.send("alice", "bob", "new day")
     history = await am.conversation.get_conversation_history("alice", "bob")
     assert [m.kind for m in history] == [MessageKind.REQUEST, MessageKind.REQUEST, MessageKind.END, MessageKind.CHAT]
-    assert history[2].payload == "goodbye" and history[2].conversation_id == first
+    assert history[2].payload == "goodbye"
+    assert history[2].conversation_id == first
     assert history[3].conversation_id not in (None, first)
     rows = await am.database.fetch("SELECT status FROM conversations ORDER BY created_at")
     assert [r["status"] for r in rows] == ["ended", "active"]
@@ -292,7 +312,9 @@ async def test_bad_input_raises_typed_errors_and_writes_nothing(am: AM) -> None:
         await conv.end_conversation("alice", "bob")
     with pytest.raises(InvalidOperation, match="no running handler"):
         await conv.resume_agent_handler("alice")
-    rows = await am.database.fetch("SELECT (SELECT count(*) FROM messages) AS m, (SELECT count(*) FROM conversations) AS c")
+    rows = await am.database.fetch(
+        "SELECT (SELECT count(*) FROM messages) AS m, (SELECT count(*) FROM conversations) AS c"
+    )
     assert rows == [{"m": 0, "c": 0}]
 
 
@@ -313,13 +335,15 @@ async def test_send_unread_and_queries(am: AM) -> None:
     ids = [await am.conversation.send("alice", "bob", f"m{i}", metadata={"i": i}) for i in range(3)]
     await am.conversation.send("carol", "bob", "from carol")
     from_alice = await am.conversation.get_messages_from_agent("bob", "alice")
-    assert [m.id for m in from_alice] == ids and [m.metadata["i"] for m in from_alice] == [0, 1, 2]
+    assert [m.id for m in from_alice] == ids
+    assert [m.metadata["i"] for m in from_alice] == [0, 1, 2]
     assert all(m.kind is MessageKind.CHAT for m in from_alice)
     page = await am.conversation.get_messages_from_agent("bob", "alice", limit=2)
     rest = await am.conversation.get_messages_from_agent("bob", "alice", after_seq=page[-1].seq)
     assert [m.id for m in page + rest] == ids
     claimed = await am.conversation.get_unread_messages("bob", from_agent="alice", limit=2)
-    assert [m.payload for m in claimed] == ["m0", "m1"] and all(m.is_read for m in claimed)
+    assert [m.payload for m in claimed] == ["m0", "m1"]
+    assert all(m.is_read for m in claimed)
     unread_only = await am.conversation.get_messages_from_agent("bob", "alice", include_read=False)
     assert [m.payload for m in unread_only] == ["m2"]
     assert [m.payload for m in await am.conversation.get_unread_messages("bob")] == ["m2", "from carol"]
@@ -346,7 +370,8 @@ async def test_ten_concurrent_readers_split_the_queue(am: AM) -> None:
         for _ in range(10):
             tg.start_soon(reader)
     ids = [m.id for batch in got for m in batch]
-    assert len(ids) == len(set(ids)) == 200 and set(ids) == sent
+    assert len(ids) == len(set(ids)) == 200
+    assert set(ids) == sent
 
 
 async def test_wait_for_message_local_and_timeout(am: AM) -> None:
@@ -409,9 +434,7 @@ async def test_resume_agent_handler_runs_unread_in_order(config: Config) -> None
         async def bob(message: Any, ctx: Any) -> None:
             seen.append(message)
 
-        with anyio.fail_after(5):
-            while "bob" not in am.conversation.host.hosted:
-                await anyio.sleep(0.01)
+        await until(lambda: hosted(am, "bob"))
         with pytest.raises(InvalidOperation, match="no running handler"):
             await am.conversation.resume_agent_handler("alice")
         # written behind the host's back (as another process would, with its NOTIFY lost)

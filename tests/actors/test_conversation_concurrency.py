@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 
 from agent_messaging import AgentMessaging, Config
-from tests.conftest import admin
+from agent_messaging.persistence.database import Database
 
 AM = AgentMessaging[Any]
 
@@ -87,12 +88,19 @@ async def test_replies_by_reply_to_200_concurrent_waiters(am: AM) -> None:
 
 async def test_pool_of_10_with_1000_concurrent_calls(dsn: str, server_dsn: str) -> None:
     name = urlsplit(dsn).path.lstrip("/")
+    monitor = Database(server_dsn, pool_size=2)
+    await monitor.open()
+    try:
+        await _thousand_calls(dsn, name, monitor)
+    finally:
+        await monitor.aclose()
 
-    def connections() -> int:
-        rows = admin(server_dsn, f"SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{name}'")
-        return int(rows[0]["n"])
 
-    baseline = connections()
+async def _thousand_calls(dsn: str, name: str, monitor: Database) -> None:
+    async def connections() -> int:
+        return int(await monitor.fetch_val("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", [name]))
+
+    baseline = await connections()
     config = Config(dsn=dsn, pool_size=10, connect_timeout=5, persistence_timeout=30)
     async with AgentMessaging[Any](config) as am:
         senders = [f"s{i}" for i in range(20)]
@@ -102,8 +110,10 @@ async def test_pool_of_10_with_1000_concurrent_calls(dsn: str, server_dsn: str) 
         plan = [(senders[n % 20], recipients[n % 10], n) for n in range(1000)]
         results = await calls(am, plan, limit=120)
         assert results == {n: {"echo": n, "by": recipients[n % 10]} for n in range(1000)}
-        assert connections() <= baseline + 10 + 1  # the pool, plus the LISTEN connection's
+        assert await connections() <= baseline + 10 + 2  # the pool, the LISTEN and the presence connections
         assert len(am.conversation.waiters) == 0
     with anyio.fail_after(10):
-        while connections() > baseline:
+        for _ in itertools.count():
+            if await connections() <= baseline:
+                break
             await anyio.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,9 +22,9 @@ from agent_messaging.models import AgentStatus
 from tests.conftest import repo_root
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10) -> None:
-    """Wait (bounded) until ``check()`` is true, re-checking every few milliseconds."""
-    with anyio.fail_after(timeout):
+async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10) -> None:
+    """Wait (bounded by ``within`` seconds) until ``check()`` is true, re-checking every few milliseconds."""
+    with anyio.fail_after(within):
         while True:
             result = check()
             if not isinstance(result, bool):
@@ -107,7 +108,8 @@ async def test_agent_past_its_restart_intensity_is_failed_and_others_keep_workin
             assert await am.get_dead_letters() == []  # not dead-lettered: kept for when bob is fixed
             assert len(await am.one_way.get_received_messages("bob", include_read=False)) == 6
     failed = [e for e in logs if e["event"] == "agent.failed"]
-    assert len(failed) == 1 and failed[0]["agent"] == "bob"
+    assert len(failed) == 1
+    assert failed[0]["agent"] == "bob"
     assert failed[0]["log_level"] in ("warning", "error", "critical")
     assert "bob is broken" in failed[0]["error"]
 
@@ -120,11 +122,11 @@ async def test_sigkilled_sender_loses_no_acknowledged_message(
     script = Path(__file__).with_name("_sender_proc.py")
     env = {**os.environ, "PYTHONPATH": str(repo_root() / "src")}
     acknowledged: list[uuid.UUID] = []
-    with open(tmp_path / "stderr.txt", "wb") as stderr:
+    async with await anyio.open_file(tmp_path / "stderr.txt", "wb") as stderr:
         process = await anyio.open_process(
             [sys.executable, str(script), config.dsn_value() or "", str(handled_file), anyio_backend],
             stdout=subprocess.PIPE,
-            stderr=stderr,
+            stderr=stderr.wrapped,
             env=env,
             cwd=repo_root(),
         )
@@ -161,10 +163,8 @@ async def test_sigkilled_sender_loses_no_acknowledged_message(
     handled_before = set()
     if handled_file.exists():
         for word in handled_file.read_text().split("\n"):
-            try:
+            with contextlib.suppress(ValueError):  # a line cut short by the kill
                 handled_before.add(uuid.UUID(word))
-            except ValueError:
-                pass  # a line cut short by the kill
     pending = [mid for mid in acknowledged if mid not in handled_before]
     assert pending, "the kill left nothing in flight; the test proved nothing"
 
@@ -176,7 +176,7 @@ async def test_sigkilled_sender_loses_no_acknowledged_message(
         handled_after.append(ctx.message_id)
 
     async with am:
-        await eventually(lambda: set(pending) <= set(handled_after), timeout=30)
+        await eventually(lambda: set(pending) <= set(handled_after), within=30)
     assert set(acknowledged) <= handled_before | set(handled_after)
     # and in the order they were sent
     assert [mid for mid in handled_after if mid in set(pending)] == pending

