@@ -94,6 +94,11 @@ class _Watch:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
+def remote_key(agent_id: uuid.UUID) -> str:
+    """The signal key fired only for news from other processes (NOTIFY) and by the sweep."""
+    return f"remote:{agent_id}"
+
+
 class Waiters(Generic[T]):
     """Pending ``send_and_wait`` calls of this process, by request id, plus one watch per waiting sender."""
 
@@ -113,30 +118,32 @@ class Waiters(Generic[T]):
         if watch is None:
             watch = self._watches[waiter.sender_id] = _Watch()
             # take the event now: a wake-up between here and the task's first await is not lost
-            event = self.services.signals.event(str(waiter.sender_id))
+            event = self.services.signals.event(remote_key(waiter.sender_id))
             if self.tg is None:
                 raise RuntimeError("the conversation actor is not running")
             self.tg.start_soon(self._watch, waiter.sender_id, watch, event)
         watch.ids.add(waiter.request_id)
 
     def remove(self, waiter: Waiter[T]) -> None:
-        """Forget ``waiter``; the sender's watch stops with its last waiter."""
+        """Forget ``waiter``. An idle watch ends by itself at its next wake-up (at worst the sweep),
+        so a sender making calls one after another keeps one watch instead of one per call."""
         self.by_id.pop(waiter.request_id, None)
         watch = self._watches.get(waiter.sender_id)
         if watch is not None:
             watch.ids.discard(waiter.request_id)
-            if not watch.ids:
-                watch.scope.cancel()
-                del self._watches[waiter.sender_id]
 
     def on_conversation(self, conversation_id: uuid.UUID) -> list[Waiter[T]]:
         """The waiters whose request belongs to this conversation."""
         return [w for w in self.by_id.values() if w.conversation_id == conversation_id]
 
     async def _watch(self, sender_id: uuid.UUID, watch: _Watch, event: anyio.Event) -> None:
-        key = str(sender_id)
+        """Re-check the database for replies written by other processes (woken by NOTIFY or the sweep).
+
+        Replies made in this process complete their waiter in memory and do not wake this.
+        """
+        key = remote_key(sender_id)
         with watch.scope:
-            while True:
+            while watch.ids:
                 await event.wait()
                 event = self.services.signals.event(key)
                 if watch.ids:
@@ -144,6 +151,8 @@ class Waiters(Generic[T]):
                         await self.check(list(watch.ids))
                     except Exception as exc:  # the next wake-up (at worst the sweep) tries again
                         log.warning("conversation.check_failed", sender_id=key, error=repr(exc))
+        if self._watches.get(sender_id) is watch:
+            del self._watches[sender_id]
 
     async def check(self, request_ids: list[uuid.UUID]) -> None:
         """Complete waiters whose reply (or conversation end) is in the database."""

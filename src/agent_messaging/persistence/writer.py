@@ -17,6 +17,7 @@ rows are invalid fails alone: the batch is retried unit by unit to isolate it.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -412,24 +413,43 @@ async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin
     by_kind: dict[str, list[tuple[Any, ...]]] = {}
     for unit in batch:
         for w in unit.writes:
-            by_kind.setdefault(w.kind, []).append(w.row)
-    parts: list[str] = []
+            rows = by_kind.get(w.kind)
+            if rows is None:
+                by_kind[w.kind] = [w.row]
+            else:
+                rows.append(w.row)
+    kinds = tuple(sorted(by_kind, key=_rank))
     params: list[Any] = []
-    for kind in sorted(by_kind, key=lambda k: STATEMENTS[k].rank):
-        columns = [list(col) for col in zip(*by_kind[kind], strict=True)]
-        offset = len(params)
-        sql = _PARAM.sub(lambda m, offset=offset: f"${int(m.group(1)) + offset}", STATEMENTS[kind].sql)
-        parts.append(f"w{len(parts)} AS ({sql})")
-        params.extend(columns)
-    tail = "SELECT 1"
+    for kind in kinds:
+        params.extend(list(col) for col in zip(*by_kind[kind], strict=True))
+    with_notify = False
     if notify:
         names = sorted({name for unit in batch for name in unit.notify})
         if names:
             body = ",".join(names)
             params.extend([NOTIFY_CHANNEL, f"{origin}|{body if len(body) < _NOTIFY_LIMIT else '*'}"])
-            tail = f"SELECT pg_notify(${len(params) - 1}, ${len(params)})"
-    sql = (f"WITH {', '.join(parts)} " if parts else "") + tail
-    await tx.execute(sql, params)
+            with_notify = True
+    await tx.execute(_batch_sql(kinds, with_notify), params)
+
+
+def _rank(kind: str) -> int:
+    return STATEMENTS[kind].rank
+
+
+@functools.lru_cache(maxsize=512)
+def _batch_sql(kinds: tuple[str, ...], with_notify: bool) -> str:
+    """The statement for a batch with these kinds (cached: batches repeat a few shapes)."""
+    parts: list[str] = []
+    offset = 0
+    for kind in kinds:
+        sql = STATEMENTS[kind].sql
+        count = len(set(_PARAM.findall(sql)))
+        parts.append(
+            f"w{len(parts)} AS ({_PARAM.sub(lambda m, offset=offset: f'${int(m.group(1)) + offset}', sql)})"
+        )
+        offset += count
+    tail = f"SELECT pg_notify(${offset + 1}, ${offset + 2})" if with_notify else "SELECT 1"
+    return (f"WITH {', '.join(parts)} " if parts else "") + tail
 
 
 def _drain(receive: MemoryObjectReceiveStream[_Unit]) -> list[_Unit]:

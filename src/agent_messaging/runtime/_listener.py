@@ -3,7 +3,8 @@
 The writer sends at most one NOTIFY per committed batch, its payload
 ``<runtime id>|<key>,<key>...`` (or ``*``). The listener ignores its own
 runtime's notifications (those were already handled in memory) and fires the
-keys through :class:`~agent_messaging.runtime._services.Signals`, and hands them
+keys through :class:`~agent_messaging.runtime._services.Signals` (each also as
+``remote:<key>``, a key that only news from elsewhere fires), and hands them
 to the subscribers (the agent host pokes agents that have news). Because a
 NOTIFY can be lost, :func:`run_sweeper` wakes every waiter each
 ``poll_interval`` seconds so they re-check the database.
@@ -46,7 +47,7 @@ async def run_listener(
         if keys is None:
             services.signals.fire_all()
         else:
-            services.signals.fire(keys)
+            services.signals.fire([*keys, *(f"remote:{key}" for key in keys)])
         for subscriber in subscribers:
             subscriber(keys)
 
