@@ -18,10 +18,10 @@ from pathlib import Path
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, percentile  # noqa: E402
+from _common import median, percentile
 
-from agent_messaging.persistence.database import Database  # noqa: E402
-from agent_messaging.persistence.embedded import _start, _stop  # noqa: E402
+from agent_messaging.persistence.database import Database
+from agent_messaging.persistence.embedded import _start, _stop
 
 
 def embedded_starts(data_dir: Path) -> tuple[float, float, str]:
@@ -73,7 +73,10 @@ def main() -> None:
             _stop(EmbeddedServer((Path(tmp) / "pgdata").resolve(), dsn, True))
     a, t = results["asyncio"], results["trio"]
     for name, r in results.items():
-        print(f"{name:>7}: SELECT 1 p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us; 1,000-row insert {r['batch_ms']:.2f} ms")
+        print(
+            f"{name:>7}: SELECT 1 p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us; "
+            f"1,000-row insert {r['batch_ms']:.2f} ms"
+        )
     print(
         f"trio bridge overhead: {t['p50_us'] - a['p50_us']:+.0f} us per query (p50), "
         f"{t['batch_ms'] - a['batch_ms']:+.2f} ms per 1,000-row insert"

@@ -6,6 +6,8 @@ set it starts the embedded PostgreSQL in ``.agent-messaging/pgdata``.
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 from pydantic import BaseModel
 
@@ -37,15 +39,11 @@ async def on_notice(notice: Notice, ctx: MessageContext[Notice]) -> None:
 async def main() -> None:
     async with am:
         org = "example-ops"
-        try:
+        with contextlib.suppress(AlreadyExists):  # already there from an earlier run
             await am.register_organization(org, "Example Ops")
-        except AlreadyExists:  # already there from an earlier run
-            pass
         for name in ["dispatcher", *WORKERS]:
-            try:
+            with contextlib.suppress(AlreadyExists):
                 await am.register_agent(name, org, name.title())
-            except AlreadyExists:
-                pass
         print("dispatcher broadcasts two notices to", ", ".join(WORKERS))
         await am.one_way.send("dispatcher", WORKERS, Notice(title="maintenance at 02:00", severity="warning"))
         await am.one_way.send("dispatcher", WORKERS, Notice(title="maintenance done"))

@@ -12,51 +12,125 @@ PostgreSQL. Runs on asyncio and trio.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import errors as errors
-from .actors.agent import Agent as Agent, MessageContext as MessageContext
+from .actors.agent import Agent as Agent
+from .actors.agent import MessageContext as MessageContext
 from .config import Config as Config
 from .errors import (
     ActorStopped as ActorStopped,
+)
+from .errors import (
     AgentMessagingError as AgentMessagingError,
+)
+from .errors import (
     AgentNotFound as AgentNotFound,
+)
+from .errors import (
     AlreadyExists as AlreadyExists,
+)
+from .errors import (
     ConfigurationError as ConfigurationError,
+)
+from .errors import (
     ConversationEnded as ConversationEnded,
+)
+from .errors import (
     CrossOrganization as CrossOrganization,
+)
+from .errors import (
     DeadLetterNotFound as DeadLetterNotFound,
+)
+from .errors import (
     DeadlockDetected as DeadlockDetected,
+)
+from .errors import (
     InvalidArgument as InvalidArgument,
+)
+from .errors import (
     InvalidMessage as InvalidMessage,
+)
+from .errors import (
     InvalidOperation as InvalidOperation,
+)
+from .errors import (
     LifecycleError as LifecycleError,
+)
+from .errors import (
     MailboxFull as MailboxFull,
+)
+from .errors import (
     MeetingEnded as MeetingEnded,
+)
+from .errors import (
     MeetingNotFound as MeetingNotFound,
+)
+from .errors import (
     MeetingNotReady as MeetingNotReady,
+)
+from .errors import (
     NotFound as NotFound,
+)
+from .errors import (
     NotHost as NotHost,
+)
+from .errors import (
     NotYourTurn as NotYourTurn,
+)
+from .errors import (
     OrganizationNotFound as OrganizationNotFound,
+)
+from .errors import (
     PersistenceUnavailable as PersistenceUnavailable,
+)
+from .errors import (
     ReplyTimeout as ReplyTimeout,
+)
+from .errors import (
     TurnTimedOut as TurnTimedOut,
+)
+from .errors import (
     WaitTimeout as WaitTimeout,
 )
 from .models import (
     Agent as AgentInfo,
+)
+from .models import (
     AgentStatus as AgentStatus,
+)
+from .models import (
     DeadLetter as DeadLetter,
+)
+from .models import (
     MeetingEvent as MeetingEvent,
+)
+from .models import (
     MeetingEventType as MeetingEventType,
+)
+from .models import (
     MeetingState as MeetingState,
+)
+from .models import (
     MeetingStatus as MeetingStatus,
+)
+from .models import (
     Message as Message,
+)
+from .models import (
     MessageKind as MessageKind,
+)
+from .models import (
     Organization as Organization,
+)
+from .models import (
     Participant as Participant,
+)
+from .models import (
     ParticipantStatus as ParticipantStatus,
+)
+from .models import (
     Turn as Turn,
 )
-from .runtime.runtime import AgentMessaging as AgentMessaging, RuntimeState as RuntimeState
+from .runtime.runtime import AgentMessaging as AgentMessaging
+from .runtime.runtime import RuntimeState as RuntimeState
 
 try:
     __version__ = version("agent-messaging")

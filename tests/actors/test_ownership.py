@@ -19,9 +19,10 @@ def _runtime(dsn: str, seen: list[tuple[str, Any]], tag: str) -> AgentMessaging[
     return am
 
 
-async def _until(predicate: Any, timeout: float = 10) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
+async def _until(predicate: Any, limit: float = 10) -> None:
+    """Wait for runtime-internal state that exposes no event (hosting happens in the runtime's own tasks)."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.02)
 
 

@@ -160,7 +160,9 @@ def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
     )
 
 
-async def fetch_messages(services: Services[T], where: str, params: list[Any], *, order: str = "m.seq", limit: int = 100) -> list[Envelope[T]]:
+async def fetch_messages(
+    services: Services[T], where: str, params: list[Any], *, order: str = "m.seq", limit: int = 100
+) -> list[Envelope[T]]:
     """Envelopes matching a WHERE clause (parameters ``$1..``), ordered, limited."""
     rows = await services.db.fetch(
         f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {where} ORDER BY {order} LIMIT {int(limit)}", params

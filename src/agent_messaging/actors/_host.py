@@ -27,7 +27,8 @@ import structlog
 from anyio.abc import TaskStatus
 
 from ..errors import ActorStopped, AgentNotFound
-from ..models import Agent as AgentModel, AgentStatus, MessageKind
+from ..models import Agent as AgentModel
+from ..models import AgentStatus, MessageKind
 from ..persistence.presence import Presence
 from ..persistence.writer import Write
 from ..runtime._services import Services
@@ -275,7 +276,7 @@ class AgentHost(Generic[T]):
     async def handle(self, hosted: HostedAgent[T], agent: Agent[T], env: Envelope[T]) -> Any:
         """Run the handler for one message (called from the agent's actor task)."""
         attempt = env.attempts + 1
-        ctx = MessageContext(
+        ctx: MessageContext[T] = MessageContext(
             agent=hosted.spec.agent,
             sender=env.sender,
             message_id=env.id,
@@ -299,8 +300,13 @@ class AgentHost(Generic[T]):
                 await self._dead_letter(hosted, env, exc)
                 return None
             self.services.writer.submit_nowait([Write("message.attempt", (env.id, attempt))])
-            log.warning("agent.handler_failed", agent=hosted.spec.agent, message_id=str(env.id),
-                        attempt=attempt, error=repr(exc))
+            log.warning(
+                "agent.handler_failed",
+                agent=hosted.spec.agent,
+                message_id=str(env.id),
+                attempt=attempt,
+                error=repr(exc),
+            )
             hosted.restarts += 1
             raise
         finally:
@@ -321,8 +327,9 @@ class AgentHost(Generic[T]):
                 Write("dead_letter.insert", (env.id, hosted.agent.id, env.attempts, error)),
             ]
         )
-        log.warning("agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id),
-                    attempts=env.attempts, error=error)
+        log.warning(
+            "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
+        )
 
     def _child_failed(self, name: str, exc: BaseException) -> None:
         hosted = self.hosted.get(name)

@@ -17,7 +17,8 @@ from anyio.abc import TaskStatus
 
 from .._validation import check_ids, check_limit, check_metadata
 from ..errors import DeadLetterNotFound, InvalidArgument
-from ..models import Agent as AgentModel, DeadLetter, Message, MessageKind
+from ..models import Agent as AgentModel
+from ..models import DeadLetter, Message, MessageKind
 from ..runtime._listener import run_listener, run_sweeper
 from ..runtime._services import Services
 from ..runtime.registry import HostSpec, Registry
@@ -161,4 +162,3 @@ class OneWay(Generic[T]):
     async def agent_registered(self, agent: AgentModel) -> None:
         """Called by the runtime after ``register_agent``: start a hosted agent that waited for it."""
         await self.host_runtime.registered(agent)
-

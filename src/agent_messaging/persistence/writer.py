@@ -161,10 +161,12 @@ STATEMENTS: dict[str, Statement] = {
     ),
     "meeting.participant_state": Statement(
         42,
-        "UPDATE meeting_participants p SET status = u.status, last_turn_seq = greatest(p.last_turn_seq, u.last_turn_seq), "
+        "UPDATE meeting_participants p SET status = u.status, "
+        "last_turn_seq = greatest(p.last_turn_seq, u.last_turn_seq), "
         "joined_at = CASE WHEN u.status = 'present' THEN coalesce(p.joined_at, now()) ELSE p.joined_at END, "
         "left_at = CASE WHEN u.status = 'left' THEN coalesce(p.left_at, now()) ELSE p.left_at END "
-        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) AS u(meeting_id, agent_id, status, last_turn_seq) "
+        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) "
+        "AS u(meeting_id, agent_id, status, last_turn_seq) "
         "WHERE p.meeting_id = u.meeting_id AND p.agent_id = u.agent_id",
     ),
     "meeting.event": Statement(
@@ -366,9 +368,14 @@ class Writer:
     async def _commit(self, batch: list[_Unit]) -> None:
         delay = 0.01
         while batch:
+            current = batch
+
+            async def apply(conn: psqlpy.Connection) -> None:
+                await _apply(conn, current, self.notify_enabled, self.origin)
+
             try:
-                await self.db.run(lambda conn: _apply(conn, batch, self.notify_enabled, self.origin))
-            except Exception as exc:  # noqa: BLE001 - classified below
+                await self.db.run(apply)
+            except Exception as exc:
                 if isinstance(exc, PersistenceUnavailable) or is_connection_error(exc):
                     self._retries += 1
                     now = anyio.current_time()
@@ -432,6 +439,11 @@ async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin
     await tx.execute(_batch_sql(kinds, with_notify), params)
 
 
+def _shift(sql: str, offset: int) -> str:
+    """``sql`` with every ``$n`` renumbered to ``$(n + offset)``."""
+    return _PARAM.sub(lambda match: f"${int(match.group(1)) + offset}", sql)
+
+
 def _rank(kind: str) -> int:
     return STATEMENTS[kind].rank
 
@@ -444,9 +456,7 @@ def _batch_sql(kinds: tuple[str, ...], with_notify: bool) -> str:
     for kind in kinds:
         sql = STATEMENTS[kind].sql
         count = len(set(_PARAM.findall(sql)))
-        parts.append(
-            f"w{len(parts)} AS ({_PARAM.sub(lambda m, offset=offset: f'${int(m.group(1)) + offset}', sql)})"
-        )
+        parts.append(f"w{len(parts)} AS ({_shift(sql, offset)})")
         offset += count
     tail = f"SELECT pg_notify(${offset + 1}, ${offset + 2})" if with_notify else "SELECT 1"
     return (f"WITH {', '.join(parts)} " if parts else "") + tail

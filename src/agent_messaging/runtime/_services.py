@@ -6,6 +6,7 @@ One ``Services`` object per open runtime; the facades (``am.one_way``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -55,10 +56,8 @@ class Codec(Generic[T]):
     def decode(self, data: Any) -> T:
         """``T`` from a jsonb value read back from the database."""
         if isinstance(data, str | bytes) and not _is_str_type(self.message_type):
-            try:
+            with contextlib.suppress(ValueError):
                 data = json.loads(data)
-            except ValueError:
-                pass
         return self._adapter.validate_python(data)
 
     def to_python(self, payload: T) -> Any:
@@ -112,10 +111,10 @@ class Directory:
                 self.remember(agent)
         result = []
         for x in external_ids:
-            agent = self._cache.get(x)
-            if agent is None:
+            found = self._cache.get(x)
+            if found is None:
                 raise AgentNotFound(x)
-            result.append(agent)
+            result.append(found)
         return result
 
     async def by_id(self, agent_id: uuid.UUID | str) -> Agent:

@@ -34,7 +34,7 @@ class HostSpec:
 
     def make(self) -> Agent[Any]:
         """A fresh ``Agent`` instance for this spec (a function is wrapped in one)."""
-        from ..actors.agent import Agent, FunctionAgent
+        from ..actors.agent import FunctionAgent
 
         if self.agent_class is not None:
             instance: Agent[Any] = self.agent_class()

@@ -20,11 +20,10 @@ from pydantic import TypeAdapter
 from .._validation import check_id, check_metadata, check_name
 from ..config import Config
 from ..errors import ConfigurationError, InvalidArgument, LifecycleError
-from ..models import Agent, DeadLetter, Organization
+from ..models import Agent, DeadLetter, MeetingEventType, Organization
 from ..persistence.database import Database
 from ..persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
 from ..persistence.migrations import apply_migrations, migration_status
-from ..models import MeetingEventType
 from ..persistence.repositories import AgentRepository, OrganizationRepository
 from ..persistence.writer import Writer
 from ._services import Codec, Directory, Services, Signals
@@ -141,7 +140,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
                             )
                             try:
                                 yield self
-                            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                            except BaseException as exc:
                                 body_error = exc
                             finally:
                                 self._state = RuntimeState.CLOSING
@@ -195,7 +194,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         from ..actors.meeting import Meetings
         from ..actors.one_way import OneWay
 
-        assert self._db is not None and self._agents is not None
+        assert self._db is not None
+        assert self._agents is not None
         cfg = self.config
         services: Services[T] = Services(
             config=cfg,
@@ -283,7 +283,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             self._services_tg_start(spec)
 
     def _services_tg_start(self, spec: HostSpec) -> None:
-        assert self._one_way is not None and self._services is not None
+        assert self._one_way is not None
+        assert self._services is not None
         self._services.task_group.start_soon(self._one_way.host, spec)
 
     def register_turn_handler(self, *agents: str) -> Callable[[TurnHandler], TurnHandler]:
@@ -382,4 +383,3 @@ def _restart(value: str) -> str:
     if value not in ("permanent", "transient", "temporary"):
         raise InvalidArgument(f"restart must be 'permanent', 'transient' or 'temporary', not {value!r}")
     return value
-
