@@ -323,15 +323,17 @@ async def test_leave_before_start(am: AM) -> None:
 
         async def a() -> None:
             got.append(await am.meeting.attend_meeting("a", mid))
+            got.append(await am.meeting.speak("a", mid, "hello"))
 
         tg.start_soon(a)
         with anyio.fail_after(10):
             while len(await history_types(am, mid)) < 3:
                 await anyio.sleep(0.005)
-        host = await am.meeting.start_meeting("host", mid, "just us")  # b left: not absent
+            host = await am.meeting.start_meeting("host", mid, "just us")  # b left: not absent
         await am.meeting.end_meeting("host", mid)
     assert host.turn_number == 2
     assert got[0].turn_number == 1
+    assert got[1].ended
 
 
 async def test_end_wakes_everyone(am: AM) -> None:

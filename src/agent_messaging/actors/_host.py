@@ -321,6 +321,7 @@ class AgentHost(Generic[T]):
 
     async def _dead_letter(self, hosted: HostedAgent[T], env: Envelope[T], exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"[:4000]
+        hosted.known.pop(env.id, None)  # a retry (from any process) may queue it again
         await self.services.writer.write(
             [
                 Write("message.dead", (env.id, env.attempts)),
