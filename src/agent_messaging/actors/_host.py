@@ -60,6 +60,7 @@ class HostedAgent(Generic[T]):
         self.ref: ActorRef[Envelope[T]] | None = None
         self.inflight: Envelope[T] | None = None
         self.known: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self.dead: dict[uuid.UUID, float] = {}
         self.restarts = 0
         self.handled = 0
         self.failed = False
@@ -245,31 +246,39 @@ class AgentHost(Generic[T]):
             self._claiming = False
 
     async def _catch_up(self, hosted: HostedAgent[T]) -> None:
+        """Queue everything unread for ``hosted`` from the database, in order; again while poked meanwhile."""
         try:
-            while True:
+            hosted.poked = True
+            while hosted.poked:
                 hosted.poked = False
-                after = 0
-                while True:
-                    envs = await fetch_messages(
-                        self.services,
-                        "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
-                        [hosted.agent.id, after],
-                        limit=_PAGE,
-                    )
-                    for env in envs:
-                        if hosted.ref is not None and hosted.mark_known(env.id):
-                            await hosted.ref.tell(env)
-                    if len(envs) < _PAGE:
-                        break
-                    after = envs[-1].seq
-                if not hosted.poked:
-                    return
+                await self._read_unread(hosted)
         except ActorStopped:
             return
         except Exception as exc:  # the sweep will try again
             log.warning("agent.catch_up_failed", agent=hosted.spec.agent, error=repr(exc))
         finally:
             hosted.catching_up = False
+
+    async def _read_unread(self, hosted: HostedAgent[T]) -> None:
+        after, full = 0, True
+        while full:
+            started = anyio.current_time()
+            envs = await fetch_messages(
+                self.services,
+                "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
+                [hosted.agent.id, after],
+                limit=_PAGE,
+            )
+            for env in envs:
+                dead_at = hosted.dead.get(env.id)
+                if dead_at is not None and started > dead_at:  # dead-lettered here, since retried
+                    del hosted.dead[env.id]
+                    hosted.known.pop(env.id, None)
+                if hosted.ref is not None and hosted.mark_known(env.id):
+                    await hosted.ref.tell(env)
+            full = len(envs) == _PAGE
+            if envs:
+                after = envs[-1].seq
 
     # ------------------------------------------------------------- handling
 
@@ -321,13 +330,15 @@ class AgentHost(Generic[T]):
 
     async def _dead_letter(self, hosted: HostedAgent[T], env: Envelope[T], exc: BaseException) -> None:
         error = f"{type(exc).__name__}: {exc}"[:4000]
-        hosted.known.pop(env.id, None)  # a retry (from any process) may queue it again
         await self.services.writer.write(
             [
                 Write("message.dead", (env.id, env.attempts)),
                 Write("dead_letter.insert", (env.id, hosted.agent.id, env.attempts, error)),
             ]
         )
+        # A catch-up that reads the message after this commit and still finds it unread and
+        # not dead is seeing a retry (from any process), and may queue it again.
+        hosted.dead[env.id] = anyio.current_time()
         log.warning(
             "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
         )
