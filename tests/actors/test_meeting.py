@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -28,6 +29,13 @@ E = MeetingEventType
 AM = AgentMessaging[Any]
 
 
+def _async(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return fn()
+
+    return check
+
+
 async def setup(am: AM, *names: str, org: str = "acme") -> None:
     await am.register_organization(org, org.title())
     for name in names:
@@ -38,10 +46,25 @@ async def history_types(am: AM, mid: uuid.UUID) -> list[tuple[str, str | None]]:
     return [(e.type.value, e.agent) for e in await am.meeting.get_meeting_history(mid)]
 
 
-async def wait_for_floor(am: AM, mid: uuid.UUID, agent: str) -> None:
-    with anyio.fail_after(10):
-        while (await am.meeting.get_meeting_status(mid)).floor_holder != agent:
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
+    """Wait until ``check()`` (a database read) is true."""
+    with anyio.fail_after(seconds):
+        while not await check():  # noqa: ASYNC110 - polls what other tasks commit
             await anyio.sleep(0.005)
+
+
+async def wait_for_floor(am: AM, mid: uuid.UUID, agent: str) -> None:
+    async def check() -> bool:
+        return (await am.meeting.get_meeting_status(mid)).floor_holder == agent
+
+    await until(check)
+
+
+async def wait_for_history(am: AM, mid: uuid.UUID, count: int) -> None:
+    async def check() -> bool:
+        return len(await am.meeting.get_meeting_history(mid)) >= count
+
+    await until(check)
 
 
 async def test_full_lifecycle_with_imperative_participants(am: AM) -> None:
@@ -67,9 +90,7 @@ async def test_full_lifecycle_with_imperative_participants(am: AM) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(participant, "a", 2)
         tg.start_soon(participant, "b", 2)
-        with anyio.fail_after(10):
-            while any(p.status is not ParticipantStatus.PRESENT for p in (await am.meeting.get_meeting_status(mid)).participants):
-                await anyio.sleep(0.005)
+        await wait_for_history(am, mid, 3)
         turn = await am.meeting.start_meeting("host", mid, "welcome")
         assert [(m.agent, m.message) for m in turn.messages if m.type is E.AGENT_SPOKE] == [("a", "a-0"), ("b", "b-0")]
         assert turn.turn_number == 3
@@ -82,9 +103,11 @@ async def test_full_lifecycle_with_imperative_participants(am: AM) -> None:
     assert turns["b"][0].turn_number == 2
     for name in ("a", "b"):
         last = turns[name][-1]
-        assert last.ended and last.ending_message == "bye"
+        assert last.ended
+        assert last.ending_message == "bye"
     status = await am.meeting.get_meeting_status(mid)
-    assert status.state is MeetingState.ENDED and status.floor_holder is None
+    assert status.state is MeetingState.ENDED
+    assert status.floor_holder is None
     history = await am.meeting.get_meeting_history(mid)
     assert [e.seq for e in history] == list(range(1, len(history) + 1))
     kinds = [(e.type.value, e.agent) for e in history]
@@ -93,7 +116,14 @@ async def test_full_lifecycle_with_imperative_participants(am: AM) -> None:
     assert kinds[-1] == ("meeting_ended", "host")
     assert history[-1].message == "bye"
     spoken = [(e.agent, e.message) for e in history if e.type is E.AGENT_SPOKE]
-    assert spoken == [("host", "welcome"), ("a", "a-0"), ("b", "b-0"), ("host", "round two"), ("a", "a-1"), ("b", "b-1")]
+    assert spoken == [
+        ("host", "welcome"),
+        ("a", "a-0"),
+        ("b", "b-0"),
+        ("host", "round two"),
+        ("a", "a-1"),
+        ("b", "b-1"),
+    ]
     assert await am.meeting.get_meeting_history(mid, after_seq=history[-2].seq) == [history[-1]]
     with pytest.raises(MeetingEnded):
         await am.meeting.speak("a", mid, "too late")
@@ -168,9 +198,7 @@ async def test_operation_errors(am: AM) -> None:
 
         tg.start_soon(attend, "a")
         tg.start_soon(attend, "b")
-        with anyio.fail_after(10):
-            while len(await history_types(am, mid)) < len(events_before) + 2:
-                await anyio.sleep(0.005)
+        await wait_for_history(am, mid, len(events_before) + 2)
         with pytest.raises(InvalidMessage):
             await am.meeting.start_meeting("host", mid, object())
         with pytest.raises(InvalidArgument):
@@ -194,7 +222,8 @@ async def test_operation_errors(am: AM) -> None:
             await am.meeting.speak("b", mid, object())
         assert (await am.meeting.get_meeting_status(mid)).floor_holder == "b"
         await am.meeting.end_meeting("host", mid)
-    assert got["a"].ended and got["b"].turn_number == 1
+    assert got["a"].ended
+    assert got["b"].turn_number == 1
     with pytest.raises(MeetingEnded):
         await am.meeting.end_meeting("host", mid)
     with pytest.raises(MeetingEnded):
@@ -221,9 +250,7 @@ async def test_timeout_advances_floor_and_late_speak_fails(am: AM) -> None:
 
         tg.start_soon(a)
         tg.start_soon(b)
-        with anyio.fail_after(10):
-            while len(await history_types(am, mid)) < 3:
-                await anyio.sleep(0.005)
+        await wait_for_history(am, mid, 3)
         started = anyio.current_time()
         host_turn = await am.meeting.start_meeting("host", mid, "go")  # a times out, b speaks, back to host
         assert anyio.current_time() - started >= 0.25
@@ -240,7 +267,8 @@ async def test_timeout_advances_floor_and_late_speak_fails(am: AM) -> None:
         assert await history_types(am, mid) == before
         # the host holds the floor now; its own turn also has a timer
         status = await am.meeting.get_meeting_status(mid)
-        assert status.floor_holder == "host" and status.turn_deadline is not None
+        assert status.floor_holder == "host"
+        assert status.turn_deadline is not None
         await am.meeting.end_meeting("host", mid)
     history = await am.meeting.get_meeting_history(mid)
     changes = [(e.agent, e.data["reason"]) for e in history if e.type is E.TURN_CHANGED]
@@ -258,9 +286,7 @@ async def test_leave_by_floor_holder_and_by_waiting_agent(am: AM) -> None:
     async with anyio.create_task_group() as tg:
         for name in ("a", "b", "c"):
             tg.start_soon(attend, name)
-        with anyio.fail_after(10):
-            while len(await history_types(am, mid)) < 4:
-                await anyio.sleep(0.005)
+        await wait_for_history(am, mid, 4)
 
         async def host() -> None:
             results["host"] = await am.meeting.start_meeting("host", mid, "go")
@@ -326,9 +352,8 @@ async def test_leave_before_start(am: AM) -> None:
             got.append(await am.meeting.speak("a", mid, "hello"))
 
         tg.start_soon(a)
+        await wait_for_history(am, mid, 3)
         with anyio.fail_after(10):
-            while len(await history_types(am, mid)) < 3:
-                await anyio.sleep(0.005)
             host = await am.meeting.start_meeting("host", mid, "just us")  # b left: not absent
         await am.meeting.end_meeting("host", mid)
     assert host.turn_number == 2
@@ -347,9 +372,7 @@ async def test_end_wakes_everyone(am: AM) -> None:
     async with anyio.create_task_group() as tg:
         for name in ("a", "b", "c"):
             tg.start_soon(attend, name)
-        with anyio.fail_after(10):
-            while len(await history_types(am, mid)) < 4:
-                await anyio.sleep(0.005)
+        await wait_for_history(am, mid, 4)
         await am.meeting.end_meeting("host", mid, message={"summary": "cancelled"})
     assert all(woke[n].ended and woke[n].ending_message == {"summary": "cancelled"} for n in "abc")
     assert (await am.meeting.get_meeting_status(mid)).state is MeetingState.ENDED
@@ -377,33 +400,38 @@ async def test_selection_policies(am: AM) -> None:
     def broken(status: Any, last: MeetingEvent[Any] | None) -> str:
         raise RuntimeError("selector bug")
 
-    for policy, expected in [
-        ("round_robin", ["a", "b", "c", "d"]),
-        (always_c, ["c", "a", "c", "a"]),  # never twice in a row: falls back to round robin
-        (broken, ["a", "b", "c", "d"]),
-    ]:
+    async def run(policy: Any, count: int) -> Turn[Any]:
         spoken.clear()
         mid = await am.meeting.create_meeting("host", names, speaker_selection=policy)
-        turn = await am.meeting.start_meeting("host", mid, "go")
-        while len(spoken) < 4:
-            turn = await am.meeting.speak("host", mid, "again")
-        await am.meeting.end_meeting("host", mid)
+        result: list[Turn[Any]] = []
+
+        async def host() -> None:
+            result.append(await am.meeting.start_meeting("host", mid, "go"))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(host)
+                await until(_async(lambda: len(spoken) >= count))
+                await am.meeting.end_meeting("host", mid)
+        return result[0]
+
+    for policy, expected in [
+        ("round_robin", ["a", "b", "c", "d"]),
+        (always_c, ["c", "d", "c", "d"]),  # never twice in a row: falls back to round robin
+        (broken, ["a", "b", "c", "d"]),
+    ]:
+        await run(policy, 4)
         assert spoken[:4] == expected, policy
     # garbage answers never stall the meeting
-    spoken.clear()
-    mid = await am.meeting.create_meeting("host", names, speaker_selection=garbage)
-    with anyio.fail_after(10):
-        turn = await am.meeting.start_meeting("host", mid, "go")
-        for _ in range(3):
-            turn = await am.meeting.speak("host", mid, "again")
-    await am.meeting.end_meeting("host", mid)
-    assert len(calls) >= 4 and len(spoken) >= 4
+    await run(garbage, 3)  # "nobody" -> a, None -> b, "d" -> d, then ValueError -> host
+    assert spoken == ["a", "b", "d"]
     # host-chosen next speaker
     spoken.clear()
     mid = await am.meeting.create_meeting("host", names)
-    turn = await am.meeting.start_meeting("host", mid, "d first", next_speaker="d")
-    assert spoken == ["d"]
-    turn = await am.meeting.speak("host", mid, "now b", next_speaker="b")
+    with anyio.fail_after(10):
+        turn = await am.meeting.start_meeting("host", mid, "d first", next_speaker="d")
+        assert spoken == ["d"]
+        turn = await am.meeting.speak("host", mid, "now b", next_speaker="b")
     assert spoken == ["d", "b", "c", "d"]
     assert turn.turn_number == 6
     await am.meeting.end_meeting("host", mid)
@@ -438,11 +466,9 @@ async def test_event_handlers_that_sleep_and_raise(am: AM) -> None:
         await am.meeting.end_meeting("host", mid)
     assert turn.turn_number == 6
     history = await am.meeting.get_meeting_history(mid)
-    with anyio.fail_after(5):
-        while len(seen) < len(history):
-            await anyio.sleep(0.01)
+    await until(_async(lambda: len(seen) >= len(history)), 5)
     assert seen == [(e.seq, e.type.value) for e in history]
-    assert am.meeting.events.statistics().failed == 4
+    assert am.meeting.events.statistics().failed == sum(e.type is E.AGENT_SPOKE for e in history) == 6
     assert slow_seen == []
 
 
@@ -491,8 +517,8 @@ async def test_hosted_slow_agent_times_out_and_recovers(am: AM) -> None:
 
     mid = await am.meeting.create_meeting("host", ["fast", "slow"], turn_duration=0.3)
     with anyio.fail_after(10):
-        turn = await am.meeting.start_meeting("host", mid, "go")
-        turn = await am.meeting.speak("host", mid, "again")
+        await am.meeting.start_meeting("host", mid, "go")
+        await am.meeting.speak("host", mid, "again")
     await am.meeting.end_meeting("host", mid)
     spoken = [(e.agent, e.type.value) for e in await am.meeting.get_meeting_history(mid) if e.agent != "host"]
     assert ("slow", "agent_timed_out") in spoken

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -43,72 +42,13 @@ from ..errors import (
 from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, Participant, ParticipantStatus, Turn
 from ..persistence.writer import Write, to_json
 from ..runtime._services import Services
+from ._meeting_types import Command, Seat, Selector, Waiter, clock_deadline
 
-__all__ = ["Command", "MeetingActor", "Seat", "Selector", "Waiter"]
+__all__ = ["MeetingActor"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.meeting")
-Selector = Callable[[MeetingStatus, MeetingEvent[Any] | None], object]
 E = MeetingEventType
-
-
-@dataclass(eq=False)
-class Waiter(Generic[T]):
-    """A one-shot reply slot: the actor completes it, the caller waits on it (holding nothing)."""
-
-    done: anyio.Event = field(default_factory=anyio.Event)
-    turn: Turn[T] | None = None
-    error: BaseException | None = None
-
-    def complete(self, turn: Turn[T] | None = None) -> None:
-        """Hand over a result (first completion wins)."""
-        if not self.done.is_set():
-            self.turn = turn
-            self.done.set()
-
-    def fail(self, error: BaseException) -> None:
-        """Hand over an error (first completion wins)."""
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
-
-    async def wait(self) -> Turn[T] | None:
-        """The result, once there is one; raises the error if it failed."""
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.turn
-
-
-@dataclass(eq=False)
-class Seat(Generic[T]):
-    """A participant as the actor keeps it."""
-
-    agent: str
-    agent_id: UUID
-    position: int
-    status: ParticipantStatus
-    seen_seq: int = 0
-    waiter: Waiter[T] | None = None
-    leaving: list[Waiter[T]] = field(default_factory=list)
-    late: bool = False
-
-    @property
-    def in_rotation(self) -> bool:
-        """Present and not about to leave."""
-        return self.status is ParticipantStatus.PRESENT and not self.leaving
-
-
-@dataclass(eq=False)
-class Command(Generic[T]):
-    """One request to the meeting actor; ``op`` is attend, start, speak, pass, leave or end."""
-
-    op: str
-    agent: str
-    waiter: Waiter[T]
-    message: Any = None
-    message_json: str | None = None
-    next_speaker: str | None = None
 
 
 class MeetingActor(Generic[T]):
@@ -148,7 +88,7 @@ class MeetingActor(Generic[T]):
         self.seq = seq
         self._log: list[MeetingEvent[Any]] = list(history or [])
         self._payloads: dict[int, str] = {}  # JSON text of the payloads of the events being planned, by seq
-        self._timer = _clock_deadline(deadline)
+        self._timer = clock_deadline(deadline)
         self._send, self._receive = anyio.create_memory_object_stream[Command[T]](services.config.mailbox_size)
 
     # ------------------------------------------------------------------ outside
@@ -349,7 +289,7 @@ class MeetingActor(Generic[T]):
             s.status = status
         self.state = MeetingState.ACTIVE
         self.floor_holder, self.turn_number, self.deadline = nxt.agent, self.turn_number + 1, deadline
-        self._timer = _clock_deadline(deadline)
+        self._timer = clock_deadline(deadline)
         if reason != "timeout":
             previous.seen_seq = events[-1].seq
         self._applied(events)
@@ -425,6 +365,7 @@ class MeetingActor(Generic[T]):
         deadline: datetime | None = None,
         ended: bool = False,
     ) -> None:
+        # the writer runs a batch as one statement (one snapshot): a unit never inserts and updates the same row
         payloads, self._payloads = self._payloads, {}
         writes = [
             Write(
@@ -493,11 +434,3 @@ class MeetingActor(Generic[T]):
             if waiter is not None:
                 waiter.complete(self._turn(seat, left=True))
         seat.waiter, seat.leaving = None, []
-
-
-def _clock_deadline(deadline: datetime | None) -> float:
-    """The anyio-clock time of a wall-clock deadline (``inf`` for none); a past deadline is 'now'."""
-    if deadline is None:
-        return float("inf")
-    remaining = (deadline - datetime.now(UTC)).total_seconds()
-    return anyio.current_time() + max(remaining, 0.0)

@@ -16,6 +16,7 @@ meeting that has not ended, with its floor holder and the remaining turn time.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -43,8 +44,9 @@ from ..persistence.writer import Write, to_json
 from ..runtime._services import Services
 from ..runtime.registry import Registry, TurnHandler
 from . import _meeting_store as store
-from ._meeting_actor import Command, MeetingActor, Seat, Selector, Waiter
+from ._meeting_actor import MeetingActor
 from ._meeting_events import EventDispatcher
+from ._meeting_types import Command, Seat, Selector, Waiter
 
 __all__ = ["Meetings"]
 
@@ -198,6 +200,7 @@ class Meetings(Generic[T]):
         )
         joined = [s for s in seats if s.status is ParticipantStatus.PRESENT]
         events = [actor._event(MeetingEventType.AGENT_JOINED, s, offset=i) for i, s in enumerate(joined)]
+        now = _now()
         writes = [
             Write(
                 "meeting.create",
@@ -209,8 +212,13 @@ class Meetings(Generic[T]):
                     "callable" if selector else "round_robin",
                 ),
             ),
-            *(Write("meeting.participant", (meeting_id, s.agent_id, s.position)) for s in seats),
-            *(Write("meeting.participant_state", (meeting_id, s.agent_id, "present", 0)) for s in joined),
+            *(
+                Write(
+                    "meeting.participant",
+                    (meeting_id, s.agent_id, s.position, s.status.value, now if s in joined else None),
+                )
+                for s in seats
+            ),
             *(
                 Write(
                     "meeting.event", (meeting_id, e.seq, e.type.value, s.agent_id, None, 0, to_json({}), e.created_at)
@@ -408,7 +416,5 @@ def _meeting_id(value: UUID | str) -> UUID:
     raise InvalidArgument(f"meeting_id must be a UUID, not {value!r}")
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)

@@ -157,7 +157,11 @@ STATEMENTS: dict[str, Statement] = {
     ),
     "meeting.participant": Statement(
         41,
-        _insert("meeting_participants", "meeting_id, agent_id, position", "uuid, uuid, int"),
+        _insert(
+            "meeting_participants",
+            "meeting_id, agent_id, position, status, joined_at",
+            "uuid, uuid, int, text, timestamptz",
+        ),
     ),
     "meeting.participant_state": Statement(
         42,
