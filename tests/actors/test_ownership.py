@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import pytest
 
-from agent_messaging import AgentMessaging, Config
+from agent_messaging import AgentMessaging, Config, InvalidOperation
 
 
 def _runtime(dsn: str, seen: list[tuple[str, Any]], tag: str) -> AgentMessaging[Any]:
@@ -69,3 +70,51 @@ async def test_another_runtime_takes_over_when_the_owner_closes(dsn: str) -> Non
             await heir.one_way.send("alice", "bob", "after takeover")
             await _until(lambda: ("heir", "after takeover") in seen)
         assert ("owner", "after takeover") not in seen
+
+
+async def test_a_meeting_is_run_by_one_runtime_and_taken_over_when_it_stops(dsn: str) -> None:
+    created: list[Any] = []
+    ready, stop, closed = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def run_first() -> None:
+        async with AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1)) as first:
+            await first.register_organization("acme", "Acme")
+            for name in ("host", "p1"):
+                await first.register_agent(name, "acme", name)
+            created.append(await first.meeting.create_meeting("host", ["p1"], turn_duration=30))
+            ready.set()
+            await stop.wait()
+        closed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_first)
+        await ready.wait()
+        [meeting] = created
+        async with AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1)) as second:
+            # while the first runtime lives, it alone runs the meeting: no second actor, a clear error
+            with pytest.raises(InvalidOperation, match="run by another runtime"):
+                await second.meeting.attend_meeting("p1", meeting)
+            stop.set()
+            await closed.wait()
+            # the first runtime stopped: the next caller's runtime takes the meeting over
+            async with anyio.create_task_group() as meeting_tg:
+                turns: list[Any] = []
+
+                async def attend() -> None:
+                    turns.append(await second.meeting.attend_meeting("p1", meeting))
+
+                meeting_tg.start_soon(attend)
+                await _until(lambda: meeting in second.meeting._actors)
+                await _until(lambda: "p1" in _present(second, meeting))
+                with anyio.fail_after(10):
+                    meeting_tg.start_soon(second.meeting.start_meeting, "host", meeting, "welcome")
+                    await _until(lambda: bool(turns))  # p1 got the floor from the recovered actor
+                    await second.meeting.end_meeting("host", meeting)
+            assert turns[0].turn_number == 1
+            history = await second.meeting.get_meeting_history(meeting)
+            assert [e.seq for e in history] == list(range(1, len(history) + 1))  # one writer: gap-free
+
+
+def _present(am: AgentMessaging[Any], meeting: Any) -> set[str]:
+    actor = am.meeting._actors[meeting]
+    return {name for name, seat in actor.seats.items() if seat.status.value == "present"}

@@ -185,9 +185,14 @@ async def fetch_meeting(db: Database, meeting_id: uuid.UUID) -> MeetingRow | Non
     return meeting
 
 
-async def load_active(db: Database, codec: Codec[T]) -> list[MeetingRow]:
-    """Every meeting not ended, with participants and the history its participants have not seen yet."""
-    rows = await db.fetch(f"{_MEETING_SELECT} WHERE m.status <> 'ended' ORDER BY m.created_at")
+async def load_active(db: Database, codec: Codec[T], ids: list[uuid.UUID] | None = None) -> list[MeetingRow]:
+    """Meetings not ended (those of ``ids`` if given), with participants and the history not seen yet."""
+    if ids is None:
+        rows = await db.fetch(f"{_MEETING_SELECT} WHERE m.status <> 'ended' ORDER BY m.created_at")
+    else:
+        rows = await db.fetch(
+            f"{_MEETING_SELECT} WHERE m.status <> 'ended' AND m.id = ANY($1::uuid[]) ORDER BY m.created_at", [ids]
+        )
     meetings = {m.id: m for m in map(_meeting, rows)}
     await _attach_seats(db, meetings, seen=True)
     after = {}

@@ -15,6 +15,7 @@ meeting that has not ended, with its floor holder and the remaining turn time.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -39,11 +40,13 @@ from ..errors import (
     TurnTimedOut,
 )
 from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
+from ..persistence.presence import ORPHAN_MEETINGS, Presence, meeting_runner
 from ..persistence.repositories import new_id
 from ..persistence.writer import Write, to_json
 from ..runtime._services import Services
 from ..runtime.registry import Registry, TurnHandler
 from . import _meeting_store as store
+from ._host import AgentHost
 from ._meeting_actor import MeetingActor
 from ._meeting_events import EventDispatcher
 from ._meeting_types import Command, Seat, Selector, Waiter
@@ -80,13 +83,14 @@ class Meetings(Generic[T]):
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await tg.start(self.events.run)
-                recovered = await store.load_active(self.services.db, self.services.codec)
-                for row in recovered:
-                    self._recover(row)
-                if recovered:
-                    log.info("meetings.recovered", count=len(recovered))
+                await self._recover_orphans()
                 task_status.started()
-                await anyio.sleep_forever()
+                for _ in itertools.count():  # the periodic sweep: take over orphaned meetings
+                    await anyio.sleep(self.services.config.poll_interval)
+                    try:
+                        await self._recover_orphans()
+                    except Exception as exc:  # the next sweep tries again
+                        log.warning("meetings.recovery_failed", error=repr(exc))
         finally:
             self._tg = None
             self._actors.clear()
@@ -111,6 +115,39 @@ class Meetings(Generic[T]):
             handler = self.registry.turn_handler(seat.agent) if seat.position else None
             if handler is not None and seat.status is not ParticipantStatus.LEFT:
                 tg.start_soon(self._hosted, actor, seat.agent, handler)
+
+    @property
+    def _presence(self) -> Presence:
+        host: AgentHost[T] = self.services.extras["agent_host"]
+        return host.presence
+
+    async def _recover_orphans(self) -> None:
+        """Run the active meetings nobody alive runs in which an agent with a turn handler here takes part.
+
+        Other orphans wait for a participant to call in (see :meth:`_actor`).
+        """
+        local = [
+            name
+            for name in {*self.registry.turn_handlers, *self.registry.hosts}
+            if self.registry.turn_handler(name) is not None
+        ]
+        if not local:
+            return
+        agents = await self.services.directory.repo.get_many(local)
+        rows = await self.services.db.fetch(ORPHAN_MEETINGS, [[a.id for a in agents.values()]])
+        wanted = [UUID(str(r["id"])) for r in rows if UUID(str(r["id"])) not in self._actors]
+        await self._claim_and_recover(wanted)
+
+    async def _claim_and_recover(self, meeting_ids: list[UUID]) -> None:
+        claimed = await self._presence.claim_meetings(meeting_ids)
+        if not claimed:
+            return
+        recovered = await store.load_active(self.services.db, self.services.codec, sorted(claimed))
+        for row in recovered:
+            if row.id not in self._actors:
+                self._recover(row)
+        if recovered:
+            log.info("meetings.recovered", count=len(recovered))
 
     def _recover(self, row: store.MeetingRow) -> None:
         if row.speaker_selection != "round_robin":
@@ -202,6 +239,7 @@ class Meetings(Generic[T]):
         events = [actor._event(MeetingEventType.AGENT_JOINED, s, offset=i) for i, s in enumerate(joined)]
         now = _now()
         writes = [
+            Write("meeting.host", self._presence.host_row(meeting_id)),
             Write(
                 "meeting.create",
                 (
@@ -348,7 +386,14 @@ class Meetings(Generic[T]):
             raise MeetingNotFound(mid)
         if status.state is MeetingState.ENDED:
             raise MeetingEnded(mid)
-        raise InvalidOperation(f"meeting {mid} is not served by this runtime")
+        # nobody alive runs it (its runtime stopped or died): this runtime takes it over
+        await self._claim_and_recover([mid])
+        actor = self._actors.get(mid)
+        if actor is not None:
+            return actor
+        runner = await meeting_runner(self.services.db, mid)
+        where = f"{runner['hostname']} pid {runner['pid']}" if runner else "another runtime"
+        raise InvalidOperation(f"meeting {mid} is run by another runtime ({where}); call it there")
 
     async def _participant(self, agent: str, meeting_id: UUID | str) -> tuple[MeetingActor[T], str]:
         name = check_id(agent, "agent")

@@ -32,14 +32,23 @@ _ALIVE = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND ((l.classid::bigint << 32) | l.objid::bigint) = {key})"""
 
-_CLAIM = f"""
-INSERT INTO agent_hosts AS h (agent_id, runtime_key, runtime_id, hostname, pid)
-SELECT u.agent_id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS u(agent_id)
-ON CONFLICT (agent_id) DO UPDATE
+_CLAIM = """
+INSERT INTO {table} AS h ({column}, runtime_key, runtime_id, hostname, pid)
+SELECT u.id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS u(id)
+ON CONFLICT ({column}) DO UPDATE
     SET runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
         hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
-    WHERE h.runtime_key = excluded.runtime_key OR NOT {_ALIVE.format(key="h.runtime_key")}
-RETURNING agent_id"""
+    WHERE h.runtime_key = excluded.runtime_key OR NOT {alive}
+RETURNING {column} AS id"""
+_CLAIM_AGENTS = _CLAIM.format(table="agent_hosts", column="agent_id", alive=_ALIVE.format(key="h.runtime_key"))
+_CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=_ALIVE.format(key="h.runtime_key"))
+
+#: Active meetings nobody alive runs, with one of ``$1`` (agent ids) among their participants.
+ORPHAN_MEETINGS = f"""
+SELECT DISTINCT m.id FROM meetings m JOIN meeting_participants p ON p.meeting_id = m.id
+LEFT JOIN meeting_hosts h ON h.meeting_id = m.id
+WHERE m.status <> 'ended' AND p.agent_id = ANY($1::uuid[]) AND p.status <> 'left'
+  AND (h.meeting_id IS NULL OR NOT {_ALIVE.format(key="h.runtime_key")})"""
 
 
 class Presence:
@@ -104,10 +113,21 @@ class Presence:
 
     async def claim(self, agent_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Claim these agents for this runtime; returns the ones it now hosts."""
-        if not agent_ids:
+        return await self._claim(_CLAIM_AGENTS, agent_ids)
+
+    async def claim_meetings(self, meeting_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Claim these meetings for this runtime (unowned, or their runtime died); returns the ones it now runs."""
+        return await self._claim(_CLAIM_MEETINGS, meeting_ids)
+
+    async def _claim(self, sql: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        if not ids:
             return set()
-        rows = await self.db.fetch(_CLAIM, [list(agent_ids), self.key, self.runtime_id, self.hostname, self.pid])
-        return {uuid.UUID(str(row["agent_id"])) for row in rows}
+        rows = await self.db.fetch(sql, [list(ids), self.key, self.runtime_id, self.hostname, self.pid])
+        return {uuid.UUID(str(row["id"])) for row in rows}
+
+    def host_row(self, meeting_id: uuid.UUID) -> tuple[Any, ...]:
+        """The ``meeting.host`` writer row that records this runtime as the meeting's runner."""
+        return (meeting_id, self.key, self.runtime_id, self.hostname, self.pid)
 
     async def release(self, agent_ids: Sequence[uuid.UUID]) -> None:
         """Stop hosting these agents."""
@@ -116,6 +136,15 @@ class Presence:
                 "DELETE FROM agent_hosts WHERE runtime_key = $1 AND agent_id = ANY($2::uuid[])",
                 [self.key, list(agent_ids)],
             )
+
+
+async def meeting_runner(db: Database, meeting_id: uuid.UUID) -> Row | None:
+    """Which runtime runs an active meeting (and whether it is alive), or None."""
+    return await db.fetch_row(
+        f"SELECT runtime_id, hostname, pid, {_ALIVE.format(key='h.runtime_key')} AS alive "
+        "FROM meeting_hosts h WHERE meeting_id = $1",
+        [meeting_id],
+    )
 
 
 async def hosts(db: Database, agent_ids: Sequence[uuid.UUID] | None = None) -> list[Row]:

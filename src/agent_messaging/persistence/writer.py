@@ -155,6 +155,14 @@ STATEMENTS: dict[str, Statement] = {
             "uuid, uuid, uuid, float8, text",
         ),
     ),
+    "meeting.host": Statement(
+        41,
+        _insert(
+            "meeting_hosts",
+            "meeting_id, runtime_key, runtime_id, hostname, pid",
+            "uuid, bigint, text, text, int",
+        ),
+    ),
     "meeting.participant": Statement(
         41,
         _insert(
@@ -372,9 +380,8 @@ class Writer:
     async def _commit(self, batch: list[_Unit]) -> None:
         delay = 0.01
         while batch:
-            current = batch
 
-            async def apply(conn: psqlpy.Connection) -> None:
+            async def apply(conn: psqlpy.Connection, current: list[_Unit] = batch) -> None:
                 await _apply(conn, current, self.notify_enabled, self.origin)
 
             try:

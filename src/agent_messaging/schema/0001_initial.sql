@@ -110,6 +110,17 @@ CREATE TABLE meetings (
 );
 CREATE INDEX meetings_active ON meetings (organization_id) WHERE status <> 'ended';
 
+-- Which runtime runs which active meeting's actor (liveness as for agent_hosts).
+CREATE TABLE meeting_hosts (
+    meeting_id  uuid PRIMARY KEY REFERENCES meetings (id),
+    runtime_key bigint NOT NULL,
+    runtime_id  text NOT NULL,
+    hostname    text NOT NULL,
+    pid         integer NOT NULL,
+    claimed_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX meeting_hosts_runtime ON meeting_hosts (runtime_key);
+
 CREATE TABLE meeting_participants (
     meeting_id    uuid NOT NULL REFERENCES meetings (id),
     agent_id      uuid NOT NULL REFERENCES agents (id),
