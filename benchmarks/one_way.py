@@ -137,14 +137,23 @@ async def bench_idle(dsn: str, agents: int) -> dict[str, float]:
 async def main(backend: str, server: str, scale: float) -> dict[str, Any]:
     n_seq = max(100, int(5000 * scale))
     n_total = max(1000, int(50_000 * scale))
-    n_idle = max(100, int(10_000 * scale))
     results: dict[str, Any] = {"backend": backend}
     results["a_sequential"] = await bench_sequential(await fresh_database(server, f"bench_a_{backend}"), n_seq)
     results["b_concurrent"] = await bench_concurrent(await fresh_database(server, f"bench_b_{backend}"), 100, n_total)
     results["c_raw"] = await bench_raw(await fresh_database(server, f"bench_c_{backend}"), n_total, 1000)
     results["c_ratio"] = results["b_concurrent"]["handled_per_s"] / results["c_raw"]["rows_per_s"]
-    results["d_idle"] = await bench_idle(await fresh_database(server, f"bench_d_{backend}"), n_idle)
+    # (d) in a fresh process, so that what (a)-(c) left behind does not count
+    done = await anyio.run_process(
+        [sys.executable, __file__, "--part", "idle", "--backend", backend, "--server", server, "--scale", str(scale)],
+        check=True,
+    )
+    results["d_idle"] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return results
+
+
+async def idle_only(backend: str, server: str, scale: float) -> dict[str, Any]:
+    n_idle = max(100, int(10_000 * scale))
+    return await bench_idle(await fresh_database(server, f"bench_d_{backend}"), n_idle)
 
 
 def report(r: dict[str, Any]) -> None:
@@ -159,7 +168,7 @@ def report(r: dict[str, Any]) -> None:
     )
     print(f"  (c) raw psqlpy unnest insert: {c['rows_per_s']:.0f} rows/s; ours = {r['c_ratio']:.2f} x raw")
     print(
-        f"  (d) 10k idle hosted agents: RSS {d['rss_mb']:.0f} MB "
+        f"  (d) 10k idle hosted agents (fresh process): RSS {d['rss_mb']:.0f} MB "
         f"(+{d['rss_delta_mb']:.0f} MB, {d['kb_per_agent']:.1f} KB/agent)"
     )
 
@@ -169,8 +178,13 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--part", choices=["all", "idle"], default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--server", help=argparse.SUPPRESS)
     args = parser.parse_args()
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    if args.part == "idle":
+        print(json.dumps(anyio.run(idle_only, backends[0], args.server, args.scale, backend=backends[0])))
+        sys.exit(0)
     with server_dsn() as server:
         for backend in backends:
             result = anyio.run(main, backend, server, args.scale, backend=backend)

@@ -89,7 +89,8 @@ def test_environment_value_of_the_wrong_type_names_the_variable(monkeypatch: pyt
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("pool_size", 1),  # psqlpy's listener needs more than one connection
+        ("pool_size", 2),  # the presence connection plus a pool of more than one (psqlpy's listener)
+        ("pool_size", 1),
         ("pool_size", 0),
         ("pool_size", -3),
         ("connect_timeout", 0),

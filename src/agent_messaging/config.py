@@ -68,7 +68,13 @@ class Config(BaseSettings):
         default=Path(".agent-messaging/pgdata"), description="Data directory of the embedded server."
     )
     apply_migrations: bool = Field(default=True, description="Apply pending schema migrations on open.")
-    pool_size: int = Field(default=10, ge=2, le=1000, description="Connections in the pool (at least 2).")
+    pool_size: int = Field(
+        default=10,
+        ge=3,
+        le=1000,
+        description="Connections the runtime opens in all (at least 3): its pool (which also serves the "
+        "LISTEN connection) and one presence connection.",
+    )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to keep retrying the first connect.")
     persistence_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may wait for the database before PersistenceUnavailable."

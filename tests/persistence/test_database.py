@@ -269,7 +269,7 @@ async def test_unreachable_dsn_raises_persistence_unavailable_without_the_passwo
         dsn = f"postgresql://u:{SECRET}@127.0.0.1:{port}/db?connect_timeout=1"
     else:
         dsn = f"host=127.0.0.1 port={port} user=u password={SECRET} dbname=db connect_timeout=1"
-    database = Database(dsn, pool_size=2, connect_timeout=0.5)
+    database = Database(dsn, pool_size=3, connect_timeout=0.5)
     assert SECRET not in repr(database)
 
     with (
@@ -292,7 +292,7 @@ async def test_unreachable_dsn_raises_persistence_unavailable_without_the_passwo
 
 async def test_runtime_on_an_unreachable_dsn_raises_persistence_unavailable() -> None:
     dsn = f"postgresql://u:{SECRET}@127.0.0.1:{closed_port()}/db"
-    runtime = AgentMessaging[Any](Config(dsn=dsn, connect_timeout=0.5, pool_size=2))
+    runtime = AgentMessaging[Any](Config(dsn=dsn, connect_timeout=0.5, pool_size=3))
     with (
         structlog.testing.capture_logs() as logs,
         anyio.fail_after(30),
@@ -307,7 +307,7 @@ async def test_runtime_on_an_unreachable_dsn_raises_persistence_unavailable() ->
 
 
 async def test_a_closed_database_raises_persistence_unavailable(dsn: str) -> None:
-    database = Database(dsn, pool_size=2)
+    database = Database(dsn, pool_size=3)
     with pytest.raises(PersistenceUnavailable, match="not open"):
         await database.fetch_val("SELECT 1")  # never opened
 

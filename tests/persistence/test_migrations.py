@@ -31,7 +31,7 @@ def empty_dsn(fresh_database: Callable[[bool], str]) -> str:
 
 @pytest.fixture
 async def empty_db(empty_dsn: str) -> AsyncIterator[Database]:
-    database = Database(empty_dsn, pool_size=2, connect_timeout=5)
+    database = Database(empty_dsn, pool_size=3, connect_timeout=5)
     await database.open()
     try:
         yield database
@@ -93,7 +93,7 @@ async def test_concurrent_runtimes_apply_each_migration_once(empty_dsn: str) -> 
     opened: list[int] = []
 
     async def open_runtime(i: int) -> None:
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2, connect_timeout=5)) as am:
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3, connect_timeout=5)) as am:
             await am.register_organization(f"org-{i}", f"Org {i}")
             opened.append(i)
 
@@ -103,7 +103,7 @@ async def test_concurrent_runtimes_apply_each_migration_once(empty_dsn: str) -> 
                 tg.start_soon(open_runtime, i)
 
     assert sorted(opened) == list(range(5))
-    database = Database(empty_dsn, pool_size=2)
+    database = Database(empty_dsn, pool_size=3)
     await database.open()
     try:
         rows = await ledger(database)
@@ -117,7 +117,7 @@ async def test_concurrent_apply_migrations_on_separate_pools(empty_dsn: str) -> 
     results: list[list[Migration]] = []
 
     async def migrate() -> None:
-        database = Database(empty_dsn, pool_size=2)
+        database = Database(empty_dsn, pool_size=3)
         await database.open()
         try:
             results.append(await apply_migrations(database))
@@ -141,7 +141,7 @@ async def test_changed_checksum_is_an_error_naming_the_file(empty_db: Database, 
         await apply_migrations(empty_db)
 
     with pytest.raises(ConfigurationError, match=r"0001_initial\.sql"):
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2)):
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3)):
             pytest.fail("the runtime opened on a database whose migration file changed")
 
     # nothing was re-applied or rewritten
@@ -178,7 +178,7 @@ async def test_failing_migration_on_an_empty_database_leaves_it_empty(empty_db: 
 
 
 async def test_runtime_applies_migrations_on_open(empty_dsn: str) -> None:
-    async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2)) as am:
+    async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3)) as am:
         statuses = await migration_status(am.database)
         assert all(s.applied for s in statuses)
         await am.register_organization("acme", "Acme")
@@ -187,11 +187,11 @@ async def test_runtime_applies_migrations_on_open(empty_dsn: str) -> None:
 
 async def test_runtime_with_apply_migrations_off_leaves_the_database_empty(empty_dsn: str) -> None:
     with pytest.raises(ConfigurationError, match="0001_initial") as caught:
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2, apply_migrations=False)):
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3, apply_migrations=False)):
             pytest.fail("the runtime opened on a database without its schema")
     assert "migrate" in str(caught.value)
 
-    database = Database(empty_dsn, pool_size=2)
+    database = Database(empty_dsn, pool_size=3)
     await database.open()
     try:
         tables = await database.fetch_val(
@@ -202,7 +202,7 @@ async def test_runtime_with_apply_migrations_off_leaves_the_database_empty(empty
 
         # once migrated (for example by 'agent-messaging db migrate'), it opens without migrating
         await apply_migrations(database)
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=2, apply_migrations=False)) as am:
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3, apply_migrations=False)) as am:
             await am.register_organization("acme", "Acme")
         assert await database.fetch_val("SELECT count(*) FROM organizations") == 1
     finally:

@@ -26,7 +26,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from ..errors import ActorStopped, AgentNotFound
+from ..errors import ActorStopped
 from ..models import Agent as AgentModel
 from ..models import AgentStatus, MessageKind
 from ..persistence.presence import Presence
@@ -64,7 +64,8 @@ class HostedAgent(Generic[T]):
         self.restarts = 0
         self.handled = 0
         self.failed = False
-        self.catching_up = False
+        # True until the first read of its backlog is done: direct deliveries wait for it (order)
+        self.catching_up = True
         self.poked = False
 
     def mark_known(self, message_id: uuid.UUID) -> bool:
@@ -107,6 +108,7 @@ class AgentHost(Generic[T]):
         self.by_id: dict[uuid.UUID, HostedAgent[T]] = {}
         self.waiting: dict[str, HostSpec] = {}
         self.standby: dict[str, tuple[HostSpec, AgentModel]] = {}
+        self._pending: list[HostSpec] = []
         self._claiming = False
         self.reply_hook: ReplyHook | None = None
         cfg = services.config
@@ -128,8 +130,7 @@ class AgentHost(Generic[T]):
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await tg.start(self.supervisor.run)
-                for spec in list(self.registry.hosts.values()):
-                    await self.host(spec)
+                await self.host_many(list(self.registry.hosts.values()))
                 task_status.started()
         finally:
             await self.presence.close()
@@ -140,24 +141,68 @@ class AgentHost(Generic[T]):
 
     async def host(self, spec: HostSpec) -> None:
         """Start the agent actor for ``spec`` (or wait for the agent to be registered)."""
-        if spec.agent in self.hosted:
-            return
-        try:
-            agent = await self.services.directory.get(spec.agent)
-        except AgentNotFound:
-            if spec.agent not in self.waiting:
-                self.waiting[spec.agent] = spec
-                log.info("agent.waiting_for_registration", agent=spec.agent)
-            return
-        self.waiting.pop(spec.agent, None)
-        if agent.id not in await self.presence.claim([agent.id]):
-            self.standby[spec.agent] = (spec, agent)
-            log.info("agent.hosted_elsewhere", agent=spec.agent)
-            return
-        self.standby.pop(spec.agent, None)
-        await self._start_actor(spec, agent)
+        await self.host_many([spec])
 
-    async def _start_actor(self, spec: HostSpec, agent: AgentModel) -> None:
+    def host_soon(self, spec: HostSpec) -> None:
+        """Host ``spec`` from a task of this host; specs added together are hosted as one batch."""
+        self._pending.append(spec)
+        if len(self._pending) == 1 and self._tg is not None:
+            self._tg.start_soon(self._host_pending)
+
+    async def _host_pending(self) -> None:
+        await anyio.lowlevel.checkpoint()  # let the caller add the rest of its batch
+        specs, self._pending = self._pending, []
+        try:
+            await self.host_many(specs)
+        except Exception as exc:  # the specs stay registered; the sweep retries the waiting ones
+            log.error("agent.hosting_failed", agents=len(specs), error=repr(exc))
+            for spec in specs:
+                self.waiting.setdefault(spec.agent, spec)
+
+    async def host_many(self, specs: list[HostSpec]) -> None:
+        """Start the agent actors for ``specs``: one look-up, one claim and one unread check for all of them.
+
+        An agent not registered yet waits for ``register_agent``; one hosted by another
+        live runtime stays on standby here until that runtime goes away.
+        """
+        specs = [spec for spec in specs if spec.agent not in self.hosted]
+        if not specs:
+            return
+        found = await self.services.directory.repo.get_many([spec.agent for spec in specs])
+        ready: list[tuple[HostSpec, AgentModel]] = []
+        for spec in specs:
+            agent = found.get(spec.agent)
+            if agent is None:
+                if spec.agent not in self.waiting:
+                    self.waiting[spec.agent] = spec
+                    log.info("agent.waiting_for_registration", agent=spec.agent)
+                continue
+            self.services.directory.remember(agent)
+            self.waiting.pop(spec.agent, None)
+            ready.append((spec, agent))
+        claimed = await self.presence.claim([agent.id for _spec, agent in ready])
+        started: list[HostedAgent[T]] = []
+        for spec, agent in ready:
+            if agent.id not in claimed:
+                self.standby[spec.agent] = (spec, agent)
+                log.info("agent.hosted_elsewhere", agent=spec.agent)
+                continue
+            self.standby.pop(spec.agent, None)
+            started.append(await self._start_actor(spec, agent, catch_up=False))
+        if started:
+            rows = await self.services.db.fetch(
+                "SELECT DISTINCT recipient_id FROM messages WHERE recipient_id = ANY($1::uuid[]) "
+                "AND read_at IS NULL AND dead_at IS NULL",
+                [[hosted.agent.id for hosted in started]],
+            )
+            with_news = {uuid.UUID(str(row["recipient_id"])) for row in rows}
+            for hosted in started:
+                if hosted.agent.id in with_news or hosted.poked:
+                    self._start_catch_up(hosted)
+                else:  # nothing unread, nothing arrived meanwhile: deliveries may go straight in
+                    hosted.catching_up = False
+
+    async def _start_actor(self, spec: HostSpec, agent: AgentModel, *, catch_up: bool = True) -> HostedAgent[T]:
         hosted: HostedAgent[T] = HostedAgent(spec, agent)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
@@ -170,7 +215,14 @@ class AgentHost(Generic[T]):
         )
         hosted.ref = await self.supervisor.start_child(child)
         log.info("agent.hosted", agent=spec.agent)
-        self.poke([hosted])
+        if catch_up:
+            self._start_catch_up(hosted)
+        return hosted
+
+    def _start_catch_up(self, hosted: HostedAgent[T]) -> None:
+        hosted.catching_up = True
+        assert self._tg is not None
+        self._tg.start_soon(self._catch_up, hosted)
 
     async def registered(self, agent: AgentModel) -> None:
         """An agent was registered: host it if a spec was waiting for it."""
@@ -238,8 +290,8 @@ class AgentHost(Generic[T]):
                     self.standby.pop(spec.agent, None)
                     log.info("agent.taken_over", agent=spec.agent)
                     await self._start_actor(spec, agent)
-            for spec in list(self.waiting.values()):  # registered by another process meanwhile?
-                await self.host(spec)
+            if self.waiting:  # registered by another process meanwhile?
+                await self.host_many(list(self.waiting.values()))
         except Exception as exc:  # the next sweep tries again
             log.warning("agent.ownership_sweep_failed", error=repr(exc))
         finally:

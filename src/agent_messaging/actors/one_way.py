@@ -51,9 +51,9 @@ class OneWay(Generic[T]):
             await tg.start(self.host_runtime.run)
             task_status.started()
 
-    async def host(self, spec: HostSpec) -> None:
-        """Host one more agent (called when a handler is registered on an open runtime)."""
-        await self.host_runtime.host(spec)
+    def host_soon(self, spec: HostSpec) -> None:
+        """Host one more agent soon (a handler registered on an open runtime; batched with its neighbours)."""
+        self.host_runtime.host_soon(spec)
 
     async def drain(self) -> None:
         """Stop the hosted agents gracefully (running handlers finish; unhandled messages stay unread)."""

@@ -159,7 +159,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             self._embedded = await start_embedded(self.config.embedded_data_dir)
             stack.push_async_callback(stop_embedded, self._embedded)
             dsn = self._embedded.dsn
-        db = Database(dsn, pool_size=self.config.pool_size, connect_timeout=self.config.connect_timeout)
+        # one connection of pool_size is the presence connection (persistence/presence.py)
+        db = Database(dsn, pool_size=self.config.pool_size - 1, connect_timeout=self.config.connect_timeout)
         await db.open()
         stack.push_async_callback(db.aclose)
         if self.config.apply_migrations:
@@ -280,12 +281,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             raise LifecycleError("cannot host agents on a closed runtime")
         self.registry.hosts[spec.agent] = spec
         if self._state is RuntimeState.OPEN and self._one_way is not None:
-            self._services_tg_start(spec)
-
-    def _services_tg_start(self, spec: HostSpec) -> None:
-        assert self._one_way is not None
-        assert self._services is not None
-        self._services.task_group.start_soon(self._one_way.host, spec)
+            self._one_way.host_soon(spec)
 
     def register_turn_handler(self, *agents: str) -> Callable[[TurnHandler], TurnHandler]:
         """Decorator: ``async def on_turn(turn) -> message | None`` takes ``agents``' meeting turns."""
