@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,8 @@ from structlog.testing import capture_logs
 from agent_messaging import AgentMessaging, Config
 from agent_messaging.actors.agent import MessageContext
 from agent_messaging.models import AgentStatus
+from tests._helpers import eventually
 from tests.conftest import repo_root
-
-
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10) -> None:
-    """Wait (bounded by ``within`` seconds) until ``check()`` is true, re-checking every few milliseconds."""
-    with anyio.fail_after(within):
-        while True:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.01)
 
 
 async def setup_agents(config: Config, *names: str) -> None:

@@ -22,23 +22,12 @@ from agent_messaging.errors import (
     InvalidMessage,
 )
 from agent_messaging.models import MessageKind
+from tests._helpers import eventually
 
 
 class Note(BaseModel):
     text: str
     n: int = 0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10) -> None:
-    """Wait (bounded by ``within`` seconds) until ``check()`` is true, re-checking every few milliseconds."""
-    with anyio.fail_after(within):
-        while True:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.01)
 
 
 async def setup_agents(am: AgentMessaging[Any], *names: str, organization: str = "acme") -> None:

@@ -21,7 +21,12 @@ def run_example(dsn: str) -> Callable[..., subprocess.CompletedProcess[str]]:
         env = {**os.environ, "AGENT_MESSAGING_DSN": dsn, "PYTHONPATH": str(root / "src")}
         return subprocess.run(
             [sys.executable, str(root / "examples" / name), *args],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=root, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=root,
+            check=False,
         )
 
     return run

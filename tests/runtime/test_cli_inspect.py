@@ -178,7 +178,6 @@ async def test_inspection_commands(runtime_config: Config, dsn: str) -> None:
         assert (await cli(dsn, "dead-letters", "retry", "abc")).exit_code == 2
 
 
-
 async def test_meetings_show_follow_streams_until_the_end(runtime_config: Config, dsn: str) -> None:
     am = AgentMessaging[Any](runtime_config)
     async with am:

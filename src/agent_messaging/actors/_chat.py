@@ -27,7 +27,6 @@ __all__ = ["DEFAULT", "ChatQueries", "Timeout"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.conversation")
-_PAGE = 500
 
 
 class _Default(Enum):
@@ -151,27 +150,14 @@ class ChatQueries(Generic[T]):
         hosted = self.host.hosted.get(name)
         if hosted is None or hosted.ref is None or hosted.failed:
             raise InvalidOperation(f"agent {name!r} has no running handler in this runtime")
-        count, after = 0, 0
-        while True:
-            envs = await fetch_messages(
-                self.services,
-                "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
-                [hosted.agent.id, after],
-                limit=_PAGE,
-            )
-            for env in envs:
-                if not hosted.mark_known(env.id):
-                    continue
-                count += 1
-                try:
-                    await hosted.ref.ask(env)
-                except ActorStopped:
-                    hosted.known.pop(env.id, None)
-                    raise
-                except Exception as exc:  # the host retries it (attempts, then dead letter)
-                    log.warning(
-                        "conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc)
-                    )
-            if len(envs) < _PAGE:
-                return count
-            after = envs[-1].seq
+        count = 0
+        async for env in self.host.unread(hosted):
+            count += 1
+            try:
+                await hosted.ref.ask(env)
+            except ActorStopped:
+                hosted.known.pop(env.id, None)
+                raise
+            except Exception as exc:  # the host retries it (attempts, then dead letter)
+                log.warning("conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc))
+        return count

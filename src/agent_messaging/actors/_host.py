@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -312,6 +312,12 @@ class AgentHost(Generic[T]):
             hosted.catching_up = False
 
     async def _read_unread(self, hosted: HostedAgent[T]) -> None:
+        async for env in self.unread(hosted):
+            if hosted.ref is not None:
+                await hosted.ref.tell(env)
+
+    async def unread(self, hosted: HostedAgent[T]) -> AsyncIterator[Envelope[T]]:
+        """The agent's unread messages from the database, in order, that are not queued yet (now marked queued)."""
         after, full = 0, True
         while full:
             started = anyio.current_time()
@@ -326,8 +332,8 @@ class AgentHost(Generic[T]):
                 if dead_at is not None and started > dead_at:  # dead-lettered here, since retried
                     del hosted.dead[env.id]
                     hosted.known.pop(env.id, None)
-                if hosted.ref is not None and hosted.mark_known(env.id):
-                    await hosted.ref.tell(env)
+                if hosted.mark_known(env.id):
+                    yield env
             full = len(envs) == _PAGE
             if envs:
                 after = envs[-1].seq
