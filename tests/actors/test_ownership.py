@@ -118,3 +118,37 @@ async def test_a_meeting_is_run_by_one_runtime_and_taken_over_when_it_stops(dsn:
 def _present(am: AgentMessaging[Any], meeting: Any) -> set[str]:
     actor = am.meeting._actors[meeting]
     return {name for name, seat in actor.seats.items() if seat.status.value == "present"}
+
+
+async def test_the_sweep_takes_over_an_orphaned_meeting_of_a_hosted_participant(dsn: str) -> None:
+    created: list[Any] = []
+    ready, stop, closed = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def run_creator() -> None:
+        async with AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1)) as creator:
+            await creator.register_organization("acme", "Acme")
+            for name in ("host", "p1"):
+                await creator.register_agent(name, "acme", name)
+            created.append(await creator.meeting.create_meeting("host", ["p1"], turn_duration=30))
+            ready.set()
+            await stop.wait()
+        closed.set()
+
+    heir = AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1))
+
+    @heir.register_turn_handler("p1")
+    async def p1(turn: Any) -> Any:
+        return "p1 speaks"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_creator)
+        await ready.wait()
+        [meeting] = created
+        async with heir:
+            await anyio.sleep(0.3)  # several sweeps: the creator lives, so the meeting stays with it
+            assert meeting not in heir.meeting._actors
+            stop.set()
+            await closed.wait()
+            await _until(lambda: meeting in heir.meeting._actors)  # taken over by a sweep
+            status = await heir.meeting.get_meeting_status(meeting)
+            assert "p1" in {p.agent for p in status.participants}

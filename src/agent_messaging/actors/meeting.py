@@ -15,7 +15,6 @@ meeting that has not ended, with its floor holder and the remaining turn time.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -74,6 +73,7 @@ class Meetings(Generic[T]):
         self.events = EventDispatcher(registry)
         self._actors: dict[UUID, MeetingActor[T]] = {}
         self._tg: TaskGroup | None = None
+        self._sweeping = False
 
     # ------------------------------------------------------------------- serve
 
@@ -84,13 +84,10 @@ class Meetings(Generic[T]):
                 self._tg = tg
                 await tg.start(self.events.run)
                 await self._recover_orphans()
+                # the runtime's periodic sweep also takes over meetings orphaned later
+                self.services.extras["news_subscribers"].append(self._on_sweep)
                 task_status.started()
-                for _ in itertools.count():  # the periodic sweep: take over orphaned meetings
-                    await anyio.sleep(self.services.config.poll_interval)
-                    try:
-                        await self._recover_orphans()
-                    except Exception as exc:  # the next sweep tries again
-                        log.warning("meetings.recovery_failed", error=repr(exc))
+                await anyio.sleep_forever()
         finally:
             self._tg = None
             self._actors.clear()
@@ -120,6 +117,19 @@ class Meetings(Generic[T]):
     def _presence(self) -> Presence:
         host: AgentHost[T] = self.services.extras["agent_host"]
         return host.presence
+
+    def _on_sweep(self, keys: list[str] | None) -> None:
+        if keys is None and not self._sweeping and self._tg is not None:
+            self._sweeping = True
+            self._tg.start_soon(self._sweep)
+
+    async def _sweep(self) -> None:
+        try:
+            await self._recover_orphans()
+        except Exception as exc:  # the next sweep tries again
+            log.warning("meetings.recovery_failed", error=repr(exc))
+        finally:
+            self._sweeping = False
 
     async def _recover_orphans(self) -> None:
         """Run the active meetings nobody alive runs in which an agent with a turn handler here takes part.

@@ -9,7 +9,7 @@ NOTIFY or the sweep; a recipient hosted nowhere keeps it unread).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -40,10 +40,13 @@ class OneWay(Generic[T]):
         self.host_runtime: AgentHost[T] = AgentHost(services, registry, self.runtime_id)
         services.writer.origin = self.runtime_id
         services.extras["agent_host"] = self.host_runtime
+        #: callbacks for news from other processes (agent ids) and for the sweep (None); others may add theirs
+        self.news_subscribers: list[Callable[[list[str] | None], None]] = [self.host_runtime.on_news]
+        services.extras["news_subscribers"] = self.news_subscribers
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the agent host, the NOTIFY listener and the sweep (owned by the runtime's task group)."""
-        subscribers = [self.host_runtime.on_news]
+        subscribers = self.news_subscribers
         async with anyio.create_task_group() as tg:
             if self.services.config.notify:
                 await tg.start(run_listener, self.services, self.runtime_id, subscribers)
