@@ -165,6 +165,7 @@ async def fetch_messages(
 ) -> list[Envelope[T]]:
     """Envelopes matching a WHERE clause (parameters ``$1..``), ordered, limited."""
     rows = await services.db.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {where} ORDER BY {order} LIMIT {int(limit)}", params
+        f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {where} ORDER BY {order} LIMIT ${len(params) + 1}",
+        [*params, int(limit)],
     )
     return [envelope_from_row(services.codec, row) for row in rows]

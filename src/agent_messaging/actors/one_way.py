@@ -138,8 +138,8 @@ class OneWay(Generic[T]):
             "SELECT d.id, d.message_id, a.external_id AS agent, s.external_id AS sender, d.attempts, d.error, "
             "d.created_at, d.retried_at FROM dead_letters d JOIN agents a ON a.id = d.agent_id "
             "JOIN messages m ON m.id = d.message_id JOIN agents s ON s.id = m.sender_id "
-            f"WHERE {where} ORDER BY d.id LIMIT {int(limit)}",
-            params,
+            f"WHERE {where} ORDER BY d.id LIMIT ${len(params) + 1}",
+            [*params, limit],
         )
         return [DeadLetter.model_validate(row) for row in rows]
 
