@@ -14,46 +14,26 @@ directory. Scenarios (all participants are hosted agents with a turn handler):
 
 from __future__ import annotations
 
-import os
+import itertools
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-import itertools
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bulk_agents, config, fresh_database, percentile, server_dsn
 
 from agent_messaging import AgentMessaging, Config
 from agent_messaging.models import Turn
 
 
-def config(tmp: str) -> Config:
-    if os.environ.get("AGENT_MESSAGING_DSN"):
-        return Config(pool_size=10)
-    return Config(embedded_data_dir=Path(tmp) / "pgdata", pool_size=10)
-
-
 async def register(am: AgentMessaging[Any], org: str, names: list[str]) -> None:
+    """Organization ``org`` and agents ``names`` (set-up, not measured)."""
     await am.register_organization(org, org)
-    limiter = anyio.CapacityLimiter(8)
-
-    async def one(name: str) -> None:
-        async with limiter:
-            await am.register_agent(name, org, name)
-
-    async with anyio.create_task_group() as tg:
-        for name in names:
-            tg.start_soon(one, name)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    await bulk_agents(am, org, names)
 
 
 async def one_big_meeting(cfg: Config, tag: str) -> None:
@@ -80,7 +60,7 @@ async def one_big_meeting(cfg: Config, tag: str) -> None:
     gaps = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)]
     print(
         f"  1 x 50 agents, {turns} turns: {turns / elapsed:,.0f} turns/s; "
-        f"hand-off p50 {pct(gaps, 0.5):.2f} ms, p99 {pct(gaps, 0.99):.2f} ms"
+        f"hand-off p50 {percentile(gaps, 50):.2f} ms, p99 {percentile(gaps, 99):.2f} ms"
     )
 
 
@@ -166,20 +146,19 @@ async def thousand_meetings(cfg: Config, tag: str) -> None:
     )
 
 
-async def suite(cfg: Config, backend: str) -> None:
-    tag = f"{backend}-{os.getpid()}-{int(time.time())}"
+async def suite(server: str, backend: str) -> None:
+    cfg = config(await fresh_database(server, f"bench_meetings_{backend}"))
+    tag = backend
     await one_big_meeting(cfg, tag)
     await many_meetings(cfg, tag)
     await thousand_meetings(cfg, tag)
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = config(tmp)
+    with server_dsn() as server:
         for backend in ("asyncio", "trio"):
             print(f"{backend}:")
-            anyio.run(suite, cfg, backend, backend=backend)
-    return
+            anyio.run(suite, server, backend, backend=backend)
 
 
 if __name__ == "__main__":

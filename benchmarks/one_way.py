@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +25,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bulk_agents, fresh_database, percentile, rss_mb, runtime, server_dsn
 
 
+def countdown(n: int) -> tuple[Callable[[Any, Any], Awaitable[None]], anyio.Event]:
+    """A handler, and an event set once it has handled ``n`` messages."""
+    done = anyio.Event()
+    handled = 0
+
+    async def handler(message: Any, ctx: Any) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == n:
+            done.set()
+
+    return handler, done
+
+
 async def bench_sequential(dsn: str, n: int) -> dict[str, float]:
     async with runtime(dsn) as am:
         await am.register_organization("bench", "Bench")
         await am.register_agent("s", "bench", "S")
         await am.register_agent("r", "bench", "R")
-        done = anyio.Event()
-        handled = 0
-
-        async def handler(message: Any, ctx: Any) -> None:
-            nonlocal handled
-            handled += 1
-            if handled == n:
-                done.set()
-
+        handler, done = countdown(n)
         am.register_handler("r")(handler)
         latencies = []
         start = time.perf_counter()
@@ -62,15 +69,7 @@ async def bench_concurrent(dsn: str, senders: int, total: int) -> dict[str, floa
         await am.register_organization("bench", "Bench")
         names = [f"s{i}" for i in range(senders)] + [f"r{i}" for i in range(senders)]
         await bulk_agents(am, "bench", names)
-        done = anyio.Event()
-        handled = 0
-
-        async def handler(message: Any, ctx: Any) -> None:
-            nonlocal handled
-            handled += 1
-            if handled == total:
-                done.set()
-
+        handler, done = countdown(total)
         am.register_handler(*[f"r{i}" for i in range(senders)])(handler)
         await anyio.sleep(0.5)  # let the actors start
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from agent_messaging import AgentMessaging, Config, InvalidOperation
@@ -72,30 +73,36 @@ async def test_another_runtime_takes_over_when_the_owner_closes(dsn: str) -> Non
         assert ("owner", "after takeover") not in seen
 
 
-async def test_a_meeting_is_run_by_one_runtime_and_taken_over_when_it_stops(dsn: str) -> None:
-    created: list[Any] = []
-    ready, stop, closed = anyio.Event(), anyio.Event(), anyio.Event()
+class _MeetingCreator:
+    """A runtime in a task of its own: it creates a meeting of 'host' and 'p1', then lives until closed."""
 
-    async def run_first() -> None:
-        async with AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1)) as first:
-            await first.register_organization("acme", "Acme")
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._stop, self._closed = anyio.Event(), anyio.Event()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with AgentMessaging[Any](Config(dsn=self.dsn, pool_size=3, poll_interval=0.1)) as creator:
+            await creator.register_organization("acme", "Acme")
             for name in ("host", "p1"):
-                await first.register_agent(name, "acme", name)
-            created.append(await first.meeting.create_meeting("host", ["p1"], turn_duration=30))
-            ready.set()
-            await stop.wait()
-        closed.set()
+                await creator.register_agent(name, "acme", name)
+            task_status.started(await creator.meeting.create_meeting("host", ["p1"], turn_duration=30))
+            await self._stop.wait()
+        self._closed.set()
 
+    async def close(self) -> None:
+        self._stop.set()
+        await self._closed.wait()
+
+
+async def test_a_meeting_is_run_by_one_runtime_and_taken_over_when_it_stops(dsn: str) -> None:
+    creator = _MeetingCreator(dsn)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run_first)
-        await ready.wait()
-        [meeting] = created
+        meeting = await tg.start(creator.run)
         async with AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1)) as second:
             # while the first runtime lives, it alone runs the meeting: no second actor, a clear error
             with pytest.raises(InvalidOperation, match="run by another runtime"):
                 await second.meeting.attend_meeting("p1", meeting)
-            stop.set()
-            await closed.wait()
+            await creator.close()
             # the first runtime stopped: the next caller's runtime takes the meeting over
             async with anyio.create_task_group() as meeting_tg:
                 turns: list[Any] = []
@@ -121,19 +128,7 @@ def _present(am: AgentMessaging[Any], meeting: Any) -> set[str]:
 
 
 async def test_the_sweep_takes_over_an_orphaned_meeting_of_a_hosted_participant(dsn: str) -> None:
-    created: list[Any] = []
-    ready, stop, closed = anyio.Event(), anyio.Event(), anyio.Event()
-
-    async def run_creator() -> None:
-        async with AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1)) as creator:
-            await creator.register_organization("acme", "Acme")
-            for name in ("host", "p1"):
-                await creator.register_agent(name, "acme", name)
-            created.append(await creator.meeting.create_meeting("host", ["p1"], turn_duration=30))
-            ready.set()
-            await stop.wait()
-        closed.set()
-
+    creator = _MeetingCreator(dsn)
     heir = AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1))
 
     @heir.register_turn_handler("p1")
@@ -141,14 +136,11 @@ async def test_the_sweep_takes_over_an_orphaned_meeting_of_a_hosted_participant(
         return "p1 speaks"
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run_creator)
-        await ready.wait()
-        [meeting] = created
+        meeting = await tg.start(creator.run)
         async with heir:
             await anyio.sleep(0.3)  # several sweeps: the creator lives, so the meeting stays with it
             assert meeting not in heir.meeting._actors
-            stop.set()
-            await closed.wait()
+            await creator.close()
             await _until(lambda: meeting in heir.meeting._actors)  # taken over by a sweep
             status = await heir.meeting.get_meeting_status(meeting)
             assert "p1" in {p.agent for p in status.participants}

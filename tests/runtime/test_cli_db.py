@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from agent_messaging import __version__
-from agent_messaging.runtime._logging import CHATTY_LOGGERS
 from agent_messaging.runtime.cli import app
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -29,19 +26,7 @@ CLEAN_ENV: dict[str, str | None] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog and the root logger; put them back for the tests that follow."""
-    saved_structlog = structlog.get_config()
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    saved_chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
-    yield
-    structlog.configure(**saved_structlog)
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
-    for name, level in saved_chatty.items():
-        logging.getLogger(name).setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def invoke(*args: str, **env: str | None) -> Result:

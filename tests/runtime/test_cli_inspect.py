@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from agent_messaging import AgentMessaging, Config, MessageContext, Turn
-from agent_messaging.runtime._logging import CHATTY_LOGGERS
 from agent_messaging.runtime.cli import app
 
 UNREACHABLE = "postgresql://someone:s3cr3t-pw@127.0.0.1:1/nowhere"
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI configures structlog and the root logger; put them back for the tests that follow."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, lvl in chatty.items():
-        logging.getLogger(name).setLevel(lvl)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def invoke(dsn: str, *args: str) -> Result:

@@ -411,14 +411,4 @@ class AgentHost(Generic[T]):
             self._tg.start_soon(self._mark_failed, hosted)
 
     async def _mark_failed(self, hosted: HostedAgent[T]) -> None:
-        assert self._agents_repo is not None
-        await self._agents_repo.set_status(hosted.agent.id, AgentStatus.FAILED)
-
-    @property
-    def _agents_repo(self) -> Any:
-        return self.services.directory.repo
-
-    def forget_message(self, message_id: uuid.UUID) -> None:
-        """Let a message be queued again (a dead letter being retried)."""
-        for hosted in self.hosted.values():
-            hosted.known.pop(message_id, None)
+        await self.services.directory.repo.set_status(hosted.agent.id, AgentStatus.FAILED)

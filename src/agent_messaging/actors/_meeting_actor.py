@@ -39,10 +39,10 @@ from ..errors import (
     NotYourTurn,
     TurnTimedOut,
 )
-from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, Participant, ParticipantStatus, Turn
+from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
 from ..persistence.writer import Write, to_json
 from ..runtime._services import Services
-from ._meeting_types import Command, Seat, Selector, Waiter, clock_deadline
+from ._meeting_types import Command, Seat, Selector, Waiter, clock_deadline, participants_of
 
 __all__ = ["MeetingActor"]
 
@@ -111,10 +111,7 @@ class MeetingActor(Generic[T]):
             turn_number=self.turn_number,
             turn_deadline=self.deadline,
             turn_duration=self.turn_duration,
-            participants=[
-                Participant(agent=s.agent, position=s.position, is_host=s.position == 0, status=s.status)
-                for s in self.rotation
-            ],
+            participants=participants_of(self.rotation),
         )
 
     # -------------------------------------------------------------------- loop

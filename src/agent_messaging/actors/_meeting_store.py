@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, Participant, ParticipantStatus
+from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus
 from ..persistence.database import Database, Row
 from ..runtime._services import Codec
+from ._meeting_types import participants_of
 
 __all__ = [
     "MeetingRow",
@@ -215,10 +216,7 @@ def status_of(meeting: MeetingRow) -> MeetingStatus:
         turn_number=meeting.turn_number,
         turn_deadline=meeting.turn_deadline,
         turn_duration=meeting.turn_duration,
-        participants=[
-            Participant(agent=s.agent, position=s.position, is_host=s.position == 0, status=s.status)
-            for s in meeting.seats
-        ],
+        participants=participants_of(meeting.seats),
     )
 
 

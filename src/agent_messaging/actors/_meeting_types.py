@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 import anyio
 
-from ..models import MeetingEvent, MeetingStatus, ParticipantStatus, Turn
+from ..models import MeetingEvent, MeetingStatus, Participant, ParticipantStatus, Turn
 
 __all__ = ["Command", "Seat", "Selector", "Waiter", "clock_deadline"]
 
@@ -84,3 +84,21 @@ def clock_deadline(deadline: datetime | None) -> float:
         return float("inf")
     remaining = (deadline - datetime.now(UTC)).total_seconds()
     return anyio.current_time() + max(remaining, 0.0)
+
+
+class _SeatLike(Protocol):
+    @property
+    def agent(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def status(self) -> ParticipantStatus: ...
+
+
+def participants_of(seats: list[Any]) -> list[Participant]:
+    """The public participants of seats (the actor's or the store's), in rotation order as given."""
+    return [_participant(seat) for seat in seats]
+
+
+def _participant(seat: _SeatLike) -> Participant:
+    return Participant(agent=seat.agent, position=seat.position, is_host=seat.position == 0, status=seat.status)

@@ -176,7 +176,7 @@ class Conversations(ChatQueries[T]):
             raise waiter.error
         if waiter.reply_id is not None:
             return cast(T, waiter.reply)
-        await self.services.writer.submit([Write("message.timed_out", (waiter.request_id,))])
+        self.services.writer.submit_nowait([Write("message.timed_out", (waiter.request_id,))])
         assert limit is not None
         raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit)
 

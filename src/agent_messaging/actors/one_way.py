@@ -156,8 +156,7 @@ class OneWay(Generic[T]):
         )
         if row is None:
             raise DeadLetterNotFound(dead_letter_id)
-        message_id = uuid.UUID(str(row["id"]))
-        self.host_runtime.forget_message(message_id)
+        # the catch-up queues it again: it reads the message after its dead-lettering committed
         hosted = self.host_runtime.by_id.get(uuid.UUID(str(row["recipient_id"])))
         if hosted is not None:
             self.host_runtime.poke([hosted])

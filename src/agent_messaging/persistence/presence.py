@@ -129,14 +129,6 @@ class Presence:
         """The ``meeting.host`` writer row that records this runtime as the meeting's runner."""
         return (meeting_id, self.key, self.runtime_id, self.hostname, self.pid)
 
-    async def release(self, agent_ids: Sequence[uuid.UUID]) -> None:
-        """Stop hosting these agents."""
-        if agent_ids:
-            await self.db.execute(
-                "DELETE FROM agent_hosts WHERE runtime_key = $1 AND agent_id = ANY($2::uuid[])",
-                [self.key, list(agent_ids)],
-            )
-
 
 async def meeting_runner(db: Database, meeting_id: uuid.UUID) -> Row | None:
     """Which runtime runs an active meeting (and whether it is alive), or None."""

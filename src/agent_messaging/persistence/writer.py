@@ -311,10 +311,6 @@ class Writer:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             log.warning("writer.dropped", reason="closing", rows=len(self._background))
 
-    async def submit(self, writes: Iterable[Write]) -> None:
-        """Async form of :meth:`submit_nowait` (never waits for the commit)."""
-        self.submit_nowait(writes)
-
     def _take_background(self) -> _Unit | None:
         self._background_flagged = False
         if not self._background:

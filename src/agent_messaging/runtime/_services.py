@@ -49,20 +49,12 @@ class Codec(Generic[T]):
             raise InvalidMessage(f"{what} is {len(data)} bytes serialized; the limit is {self.max_bytes}")
         return value, data.decode()
 
-    def encode(self, payload: object, what: str = "message") -> str:
-        """JSON text of ``payload`` validated as ``T`` (see :meth:`prepare`)."""
-        return self.prepare(payload, what)[1]
-
     def decode(self, data: Any) -> T:
         """``T`` from a jsonb value read back from the database."""
         if isinstance(data, str | bytes) and not _is_str_type(self.message_type):
             with contextlib.suppress(ValueError):
                 data = json.loads(data)
         return self._adapter.validate_python(data)
-
-    def to_python(self, payload: T) -> Any:
-        """JSON-compatible Python value of a payload (for jsonb parameters)."""
-        return self._adapter.dump_python(payload, mode="json")
 
 
 def _type_name(tp: Any) -> str:
@@ -128,15 +120,6 @@ class Directory:
                 raise AgentNotFound(str(agent_id))
             self._by_id[key] = agent
         return agent
-
-    async def names(self, agent_ids: Iterable[uuid.UUID | str]) -> dict[str, str]:
-        """External ids by internal id (as str keys), for rendering rows."""
-        ids = {str(i) for i in agent_ids if i is not None}
-        unknown = [uuid.UUID(i) for i in ids if uuid.UUID(i) not in self._by_id]
-        if unknown:
-            for agent in (await self.repo.by_ids(unknown)).values():
-                self._by_id[agent.id] = agent
-        return {i: self._by_id[uuid.UUID(i)].external_id for i in ids if uuid.UUID(i) in self._by_id}
 
     @staticmethod
     def same_organization(agent: Agent, others: Iterable[Agent]) -> None:

@@ -50,7 +50,6 @@ class Registry(Generic[T]):
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     turn_handlers: dict[str, TurnHandler] = field(default_factory=dict)
     event_handlers: dict[MeetingEventType | None, list[EventHandler]] = field(default_factory=dict)
-    on_host: list[Callable[[HostSpec], Awaitable[None]]] = field(default_factory=list)
 
     def turn_handler(self, agent: str) -> TurnHandler | None:
         """The code that takes ``agent``'s meeting turns here, if any (a function or its class's ``on_turn``)."""

@@ -9,13 +9,12 @@ raises ``LifecycleError``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 import structlog
-from pydantic import TypeAdapter
 
 from .._validation import check_id, check_metadata, check_name
 from ..config import Config
@@ -100,9 +99,6 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         self._check_open()
         assert self._db is not None
         return self._db
-
-    def _adapter(self) -> TypeAdapter[Any]:
-        return TypeAdapter(self.message_type)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -369,10 +365,6 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
     async def retry_dead_letter(self, dead_letter_id: int) -> None:
         """Requeue a dead letter's message for its agent (``DeadLetterNotFound`` if unknown or already retried)."""
         await self.one_way.retry_dead_letter(dead_letter_id)
-
-    async def _resolve(self, external_ids: Sequence[str]) -> dict[str, Agent]:
-        assert self._agents is not None
-        return await self._agents.get_many(list(external_ids))
 
 
 def _restart(value: str) -> str:
