@@ -10,12 +10,23 @@ Database work is never abandoned half-way: a caller cancelled mid-query waits
 clean and no transaction is left open; then the cancellation proceeds. Queries
 on the request path are short, so this delays a cancellation by at most one
 query. This is the only module in the project that touches asyncio.
+
+psqlpy's Rust threads can still wake a finished query's waker (taking the GIL)
+a few milliseconds after the query returned. If that lands while the
+interpreter is finalizing, CPython aborts the process ("PyGILState_Release:
+thread state must be current"). So every call records when it finished, and an
+``atexit`` hook (atexit runs before finalization begins) waits until
+:data:`EXIT_QUIET_PERIOD` has passed since the last one: a script that exits
+right after closing its runtime waits at most that long, a process idle for
+longer does not wait at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -25,7 +36,32 @@ import sniffio
 
 R = TypeVar("R")
 
-__all__ = ["Bridge", "open_bridge"]
+__all__ = ["EXIT_QUIET_PERIOD", "Bridge", "open_bridge"]
+
+EXIT_QUIET_PERIOD = 0.2
+"""Seconds the interpreter waits at exit after the last psqlpy call finished."""
+
+
+class _ExitQuiet:
+    """When psqlpy was last used, and the atexit hook that lets its threads settle before finalization."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self._registered = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def register(self) -> None:
+        if not self._registered:
+            self._registered = True
+            atexit.register(self.wait)
+
+    def wait(self) -> None:
+        time.sleep(max(0.0, self.last + EXIT_QUIET_PERIOD - time.monotonic()))
+
+
+_exit_quiet = _ExitQuiet()
 
 
 class Bridge:
@@ -46,7 +82,10 @@ class Bridge:
 class _InPlaceBridge(Bridge):
     async def run(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
         with anyio.CancelScope(shield=True):
-            result = await fn(*args)
+            try:
+                result = await fn(*args)
+            finally:
+                _exit_quiet.touch()
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
 
@@ -80,6 +119,7 @@ class _ThreadBridge(Bridge):
         future.add_done_callback(lambda _f: self._token.run_sync_soon(done.set))
         with anyio.CancelScope(shield=True):
             await done.wait()
+        _exit_quiet.touch()
         await anyio.lowlevel.checkpoint_if_cancelled()
         return future.result()
 
@@ -87,16 +127,13 @@ class _ThreadBridge(Bridge):
         self._token.run_sync_soon(fn)
 
     async def aclose(self) -> None:
-        # Let psqlpy's connection tasks wind down while the loop still runs: stopping the loop
-        # under them left work that psqlpy's threads finished during interpreter shutdown,
-        # aborting ~1 trio process in 10 with "PyGILState_Release" (0 in 100 with this pause).
-        await self.run(asyncio.sleep, 0.05)
         self._loop.call_soon_threadsafe(self._loop.stop)
         await anyio.to_thread.run_sync(self._thread.join)
 
 
 def open_bridge() -> Bridge:
     """Make the bridge for the current backend (call from inside the event loop)."""
+    _exit_quiet.register()
     if sniffio.current_async_library() == "trio":
         return _ThreadBridge()
     return _InPlaceBridge()
