@@ -134,6 +134,24 @@ async def test_concurrent_sends_share_few_transactions(am: AgentMessaging[Any]) 
     assert {uuid.UUID(str(r["id"])) for r in rows} == set(acknowledged)
 
 
+async def test_closing_while_the_writer_lingers_commits_the_gathered_write(config: Config) -> None:
+    """close() while the writer waits (lingers) for more units: what it holds is committed, run() returns cleanly."""
+    ids = await make_agents(config, "alice", "bob")
+    dsn = config.dsn_value() or ""
+    first = [message_row(ids, "alice", "bob", {"i": i}) for i in range(2)]
+    last = message_row(ids, "alice", "bob", {"i": 2})
+    async with running_writer(dsn, connections=1, linger=5.0) as writer:
+        async with anyio.create_task_group() as tg:  # two units in one batch: the next batch lingers
+            for row in first:
+                tg.start_soon(writer.write, [Write("message.insert", row)])
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.write, [Write("message.insert", last)])
+                await anyio.sleep(0.2)  # the writer holds `last` and lingers for more
+                writer.close()
+    assert sorted(await read_ids(dsn)) == sorted(row[0] for row in [*first, last])
+
+
 async def test_one_senders_sequential_writes_keep_their_order(config: Config) -> None:
     senders = ["s0", "s1", "s2", "s3", "s4"]
     ids = await make_agents(config, *senders, "bob")

@@ -354,7 +354,10 @@ class Writer:
                     except anyio.WouldBlock:
                         if last_batch > 1 and self.linger > 0:
                             with anyio.move_on_after(self.linger):
-                                unit = await receive.receive()
+                                try:
+                                    unit = await receive.receive()
+                                except anyio.EndOfStream:  # closed while lingering: commit what we hold
+                                    break
                                 batch.append(unit)
                                 rows += len(unit.writes)
                                 continue
