@@ -36,6 +36,17 @@ async def register(am: AgentMessaging[Any], org: str, names: list[str]) -> None:
     await bulk_agents(am, org, names)
 
 
+def idea_runtime(cfg: Config, members: list[str]) -> AgentMessaging[Any]:
+    """A runtime hosting ``members`` as participants that answer every turn with "an idea"."""
+    am = AgentMessaging[Any](cfg)
+
+    @am.register_turn_handler(*members)
+    async def on_turn(turn: Turn[Any]) -> str:
+        return "an idea"
+
+    return am
+
+
 async def one_big_meeting(cfg: Config, tag: str) -> None:
     am = AgentMessaging[Any](cfg)
     names = [f"{tag}-big-{i}" for i in range(50)]
@@ -65,14 +76,9 @@ async def one_big_meeting(cfg: Config, tag: str) -> None:
 
 
 async def many_meetings(cfg: Config, tag: str) -> None:
-    am = AgentMessaging[Any](cfg)
     hosts = [f"{tag}-m-host-{i}" for i in range(100)]
     members = [f"{tag}-m-{i}" for i in range(400)]
-
-    @am.register_turn_handler(*members)
-    async def on_turn(turn: Turn[Any]) -> str:
-        return "an idea"
-
+    am = idea_runtime(cfg, members)
     async with am:
         await register(am, f"{tag}-m", [*hosts, *members])
         peak = 0
@@ -116,14 +122,9 @@ async def many_meetings(cfg: Config, tag: str) -> None:
 
 
 async def thousand_meetings(cfg: Config, tag: str) -> None:
-    am = AgentMessaging[Any](cfg)
     hosts = [f"{tag}-k-host-{i}" for i in range(50)]
     members = [f"{tag}-k-{i}" for i in range(100)]
-
-    @am.register_turn_handler(*members)
-    async def on_turn(turn: Turn[Any]) -> str:
-        return "an idea"
-
+    am = idea_runtime(cfg, members)
     async with am:
         await register(am, f"{tag}-k", [*hosts, *members])
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
+
+from agent_messaging import AgentMessaging
+from agent_messaging.models import Turn
 
 
 async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], within: float = 10) -> None:
@@ -20,3 +25,15 @@ async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
             if result:
                 return
             await anyio.sleep(0.01)
+
+
+def attend_all(tg: TaskGroup, am: AgentMessaging[Any], meeting_id: Any, *names: str) -> dict[str, Turn[Any]]:
+    """Start ``attend_meeting`` for each of ``names`` in ``tg``; each one's Turn lands in the returned dict."""
+    turns: dict[str, Turn[Any]] = {}
+
+    async def attend(name: str) -> None:
+        turns[name] = await am.meeting.attend_meeting(name, meeting_id)
+
+    for name in names:
+        tg.start_soon(attend, name)
+    return turns

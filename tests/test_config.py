@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_messaging import Config
-from agent_messaging.config import dsn_host, redact_dsn
+from agent_messaging.config import dsn_host, dsn_password, redact_dsn
 
 SECRET = "sekrit"
 URL_DSN = f"postgresql://alice:{SECRET}@db.example.com:5433/app"
@@ -206,6 +206,25 @@ def test_redact_dsn_key_value_form(dsn: str, kept: list[str]) -> None:
 
 def test_redact_dsn_key_value_without_password_is_unchanged() -> None:
     assert redact_dsn("host=db user=alice dbname=app") == "host=db user=alice dbname=app"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "password"),
+    [
+        ("postgresql://alice:sekrit@db:5432/app", "sekrit"),
+        ("postgresql://alice@db/app?sslmode=disable&password=sekrit", "sekrit"),
+        ("host=db user=alice PASSWORD=sekrit dbname=app", "sekrit"),
+        ("host=db password = sekrit dbname=app", "sekrit"),
+        ("host=db password='sek rit' dbname=app", "sek rit"),
+        ("postgresql://alice@db/app", None),
+        ("postgresql://alice:@db/app", None),
+        ("host=db user=alice dbname=app", None),
+    ],
+)
+def test_dsn_password_finds_what_redact_dsn_hides(dsn: str, password: str | None) -> None:
+    assert dsn_password(dsn) == password
+    if password is not None:
+        assert password not in redact_dsn(dsn)
 
 
 @pytest.mark.parametrize(

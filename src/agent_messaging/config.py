@@ -37,6 +37,26 @@ def redact_dsn(dsn: str) -> str:
     return _KV_PASSWORD.sub("password=***", dsn)
 
 
+def dsn_password(dsn: str) -> str | None:
+    """The password written in ``dsn`` (URL or key=value form), to mask it in texts that may quote it."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        _user, sep, password = parts.netloc.rpartition("@")[0].partition(":")
+        if sep and password:
+            return password
+        for item in parts.query.split("&"):
+            if item.lower().startswith("password="):
+                return item.split("=", 1)[1] or None
+        return None
+    match = _KV_PASSWORD.search(dsn)
+    if match is None:
+        return None
+    value = match.group(0).split("=", 1)[1].strip()
+    if value.startswith("'"):
+        value = value[1:-1] if len(value) > 1 and value.endswith("'") else value[1:]
+    return value or None
+
+
 def dsn_host(dsn: str) -> str:
     """Best-effort host (or socket directory) named by ``dsn``, for error messages."""
     if "://" in dsn:

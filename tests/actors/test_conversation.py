@@ -439,8 +439,7 @@ async def test_resume_agent_handler_runs_unread_in_order(config: Config) -> None
             await am.conversation.resume_agent_handler("alice")
         # written behind the host's back (as another process would, with its NOTIFY lost)
         alice, bob_agent = await am.get_agent("alice"), await am.get_agent("bob")
-        codec = am.services.codec
-        envs = [new_envelope(codec, MessageKind.CHAT, alice, bob_agent, i, str(i)) for i in range(3)]
+        envs = [new_envelope(MessageKind.CHAT, alice, bob_agent, i, str(i)) for i in range(3)]
         await am.services.writer.write([insert_write(e) for e in envs])
         with anyio.fail_after(10):
             assert await am.conversation.resume_agent_handler("bob") == 3

@@ -24,6 +24,7 @@ from agent_messaging.errors import (
     TurnTimedOut,
 )
 from agent_messaging.models import MeetingEvent, MeetingEventType, MeetingState, ParticipantStatus, Turn
+from tests._helpers import attend_all
 
 E = MeetingEventType
 AM = AgentMessaging[Any]
@@ -191,13 +192,7 @@ async def test_operation_errors(am: AM) -> None:
     events_before = await history_types(am, mid)
 
     async with anyio.create_task_group() as tg:
-        got: dict[str, Turn[Any]] = {}
-
-        async def attend(name: str) -> None:
-            got[name] = await am.meeting.attend_meeting(name, mid)
-
-        tg.start_soon(attend, "a")
-        tg.start_soon(attend, "b")
+        got = attend_all(tg, am, mid, "a", "b")
         await wait_for_history(am, mid, len(events_before) + 2)
         with pytest.raises(InvalidMessage):
             await am.meeting.start_meeting("host", mid, object())
@@ -278,14 +273,8 @@ async def test_timeout_advances_floor_and_late_speak_fails(am: AM) -> None:
 async def test_leave_by_floor_holder_and_by_waiting_agent(am: AM) -> None:
     await setup(am, "host", "a", "b", "c")
     mid = await am.meeting.create_meeting("host", ["a", "b", "c"])
-    results: dict[str, Turn[Any]] = {}
-
-    async def attend(name: str) -> None:
-        results[name] = await am.meeting.attend_meeting(name, mid)
-
     async with anyio.create_task_group() as tg:
-        for name in ("a", "b", "c"):
-            tg.start_soon(attend, name)
+        results = attend_all(tg, am, mid, "a", "b", "c")
         await wait_for_history(am, mid, 4)
 
         async def host() -> None:
@@ -364,14 +353,8 @@ async def test_leave_before_start(am: AM) -> None:
 async def test_end_wakes_everyone(am: AM) -> None:
     await setup(am, "host", "a", "b", "c")
     mid = await am.meeting.create_meeting("host", ["a", "b", "c"])
-    woke: dict[str, Turn[Any]] = {}
-
-    async def attend(name: str) -> None:
-        woke[name] = await am.meeting.attend_meeting(name, mid)
-
     async with anyio.create_task_group() as tg:
-        for name in ("a", "b", "c"):
-            tg.start_soon(attend, name)
+        woke = attend_all(tg, am, mid, "a", "b", "c")
         await wait_for_history(am, mid, 4)
         await am.meeting.end_meeting("host", mid, message={"summary": "cancelled"})
     assert all(woke[n].ended and woke[n].ending_message == {"summary": "cancelled"} for n in "abc")

@@ -16,6 +16,7 @@ from anyio.streams.text import TextReceiveStream
 
 from agent_messaging import AgentMessaging, Config
 from agent_messaging.models import MeetingEventType, MeetingState, Turn
+from tests._helpers import attend_all
 
 pytestmark = pytest.mark.slow
 E = MeetingEventType
@@ -76,14 +77,9 @@ async def test_sigkill_mid_meeting_then_resume(config: Config, dsn: str) -> None
         assert status.turn_deadline == deadline
         remaining = (deadline - datetime.now(UTC)).total_seconds()
         assert 20 < remaining < 30
-        results: dict[str, Turn[Any]] = {}
-
-        async def attend(name: str) -> None:
-            results[name] = await am.meeting.attend_meeting(name, mid)
-
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(attend, "a")  # waits: not its turn
+                results = attend_all(tg, am, mid, "a")  # a waits: not its turn
                 await anyio.sleep(0.2)  # let a's attend reach the meeting before it ends
                 turn = await am.meeting.attend_meeting("b", mid)  # the floor holder gets it back at once
                 assert turn.turn_number == 2
@@ -94,7 +90,7 @@ async def test_sigkill_mid_meeting_then_resume(config: Config, dsn: str) -> None
                     results["b"] = await am.meeting.speak("b", mid, "b after the restart")  # -> h -> host
 
                 tg.start_soon(b_speaks)
-                await attend("host")
+                results["host"] = await am.meeting.attend_meeting("host", mid)
                 await am.meeting.end_meeting("host", mid)
         assert results["b"].ended
         assert results["host"].turn_number == 4

@@ -136,15 +136,19 @@ def test_entry_point_unreachable_database() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_MESSAGING_")}
     env["AGENT_MESSAGING_CONNECT_TIMEOUT"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent_messaging", "db", "status", "--dsn", UNREACHABLE],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
+
+    def entry_point(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent_messaging", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+
+    proc = entry_point("db", "status", "--dsn", UNREACHABLE)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
@@ -152,14 +156,6 @@ def test_entry_point_unreachable_database() -> None:
     assert "Traceback" not in proc.stderr
     assert "s3cr3t" not in proc.stderr
 
-    version = subprocess.run(
-        [sys.executable, "-m", "agent_messaging", "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
+    version = entry_point("--version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("agent-messaging ")

@@ -20,7 +20,7 @@ from ..models import Agent as AgentModel
 from ..models import Message
 from ..runtime._services import Services
 from . import _conv_sql as sql
-from ._delivery import envelope_from_row, fetch_messages
+from ._delivery import envelope_from_row, page_messages
 from ._host import AgentHost
 
 __all__ = ["DEFAULT", "ChatQueries", "Timeout"]
@@ -132,11 +132,7 @@ class ChatQueries(Generic[T]):
         return await self._page(where, [a.id, b.id], limit, after)
 
     async def _page(self, where: str, params: list[Any], limit: int, after: int | None) -> list[Message[T]]:
-        if after is not None:
-            where += f" AND m.seq > ${len(params) + 1}"
-            params = [*params, after]
-        envs = await fetch_messages(self.services, where, params, order="m.seq", limit=limit)
-        return [env.to_message() for env in envs]
+        return await page_messages(self.services, where, params, limit=limit, cursor=after, newest_first=False)
 
     async def resume_agent_handler(self, agent: str) -> int:
         """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many it ran.

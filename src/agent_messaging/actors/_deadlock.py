@@ -40,10 +40,6 @@ class WaitGraph:
         if not targets:
             del self._edges[waiter]
 
-    def waits_for(self, waiter: str) -> list[str]:
-        """The agents ``waiter`` is currently blocked on (for diagnostics)."""
-        return sorted(self._edges.get(waiter, ()))
-
     def _path(self, start: str, goal: str) -> list[str] | None:
         """A path ``start -> ... -> goal`` along the edges (``[start]`` when start is goal), or None."""
         if start == goal:

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from ..models import Agent, Message, MessageKind
 from ..persistence.database import Row
-from ..persistence.writer import Write
+from ..persistence.writer import Write, to_json
 from ..runtime._services import Codec, Services
 
 __all__ = ["MESSAGE_COLUMNS", "Envelope", "envelope_from_row", "fetch_messages", "insert_write", "new_envelope"]
@@ -75,7 +75,6 @@ _V4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 
 def new_envelope(
-    codec: Codec[T],
     kind: MessageKind,
     sender: Agent,
     recipient: Agent,
@@ -118,19 +117,14 @@ def insert_write(env: Envelope[Any]) -> Write:
             env.conversation_id,
             env.in_reply_to,
             env.payload_json,
-            _json(env.metadata),
+            to_json(env.metadata),
             env.reply_deadline,
         ),
     )
 
 
-def _json(value: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _uuid(value: Any) -> uuid.UUID | None:
+def optional_uuid(value: Any) -> uuid.UUID | None:
+    """A uuid column's value as a UUID (NULL stays None)."""
     if value is None:
         return None
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -149,8 +143,8 @@ def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
         organization_id=uuid.UUID(str(row["organization_id"])),
         payload=codec.decode(row["payload"]),
         metadata=dict(metadata) if isinstance(metadata, dict) else {},
-        conversation_id=_uuid(row["conversation_id"]),
-        in_reply_to=_uuid(row["in_reply_to"]),
+        conversation_id=optional_uuid(row["conversation_id"]),
+        in_reply_to=optional_uuid(row["in_reply_to"]),
         reply_deadline=row["reply_deadline"],
         created_at=row["created_at"],
         seq=row["seq"],
@@ -169,3 +163,14 @@ async def fetch_messages(
         [*params, int(limit)],
     )
     return [envelope_from_row(services.codec, row) for row in rows]
+
+
+async def page_messages(
+    services: Services[T], where: str, params: list[Any], *, limit: int, cursor: int | None, newest_first: bool
+) -> list[Message[T]]:
+    """One page of messages: newest first before ``cursor`` (a seq), or oldest first after it."""
+    if cursor is not None:
+        where += f" AND m.seq {'<' if newest_first else '>'} ${len(params) + 1}"
+        params = [*params, cursor]
+    order = "m.seq DESC" if newest_first else "m.seq"
+    return [env.to_message() for env in await fetch_messages(services, where, params, order=order, limit=limit)]

@@ -34,7 +34,7 @@ from ..persistence.writer import Write
 from ..runtime._services import Services
 from ..runtime.actor import Actor, ActorRef
 from ..runtime.registry import HostSpec, Registry
-from ..runtime.supervisor import ChildSpec, RestartType, Supervisor
+from ..runtime.supervisor import ChildSpec, Supervisor
 from ._delivery import Envelope, fetch_messages
 from .agent import Agent, MessageContext
 
@@ -62,7 +62,6 @@ class HostedAgent(Generic[T]):
         self.known: OrderedDict[uuid.UUID, None] = OrderedDict()
         self.dead: dict[uuid.UUID, float] = {}
         self.restarts = 0
-        self.handled = 0
         self.failed = False
         # True until the first read of its backlog is done: direct deliveries wait for it (order)
         self.catching_up = True
@@ -109,7 +108,7 @@ class AgentHost(Generic[T]):
         self.waiting: dict[str, HostSpec] = {}
         self.standby: dict[str, tuple[HostSpec, AgentModel]] = {}
         self._pending: list[HostSpec] = []
-        self._claiming = False
+        self._sweeping = False
         self.reply_hook: ReplyHook | None = None
         cfg = services.config
         self.supervisor = Supervisor(
@@ -190,17 +189,21 @@ class AgentHost(Generic[T]):
             self.standby.pop(spec.agent, None)
             started.append(await self._start_actor(spec, agent, catch_up=False))
         if started:
-            rows = await self.services.db.fetch(
-                "SELECT DISTINCT recipient_id FROM messages WHERE recipient_id = ANY($1::uuid[]) "
-                "AND read_at IS NULL AND dead_at IS NULL",
-                [[hosted.agent.id for hosted in started]],
-            )
-            with_news = {uuid.UUID(str(row["recipient_id"])) for row in rows}
+            with_news = await self._with_unread(started)
             for hosted in started:
                 if hosted.agent.id in with_news or hosted.poked:
                     self._start_catch_up(hosted)
                 else:  # nothing unread, nothing arrived meanwhile: deliveries may go straight in
                     hosted.catching_up = False
+
+    async def _with_unread(self, agents: list[HostedAgent[T]]) -> set[uuid.UUID]:
+        """The ids of those of ``agents`` with unread messages in the database (one query)."""
+        rows = await self.services.db.fetch(
+            "SELECT DISTINCT recipient_id FROM messages WHERE recipient_id = ANY($1::uuid[]) "
+            "AND read_at IS NULL AND dead_at IS NULL",
+            [[hosted.agent.id for hosted in agents]],
+        )
+        return {uuid.UUID(str(row["recipient_id"])) for row in rows}
 
     async def _start_actor(self, spec: HostSpec, agent: AgentModel, *, catch_up: bool = True) -> HostedAgent[T]:
         hosted: HostedAgent[T] = HostedAgent(spec, agent)
@@ -209,7 +212,7 @@ class AgentHost(Generic[T]):
         child = ChildSpec(
             name=spec.agent,
             factory=lambda: _AgentActor(self, hosted),
-            restart=RestartType(spec.restart),
+            restart=spec.restart,
             mailbox_size=self.services.config.mailbox_size,
             escalate=False,
         )
@@ -247,26 +250,29 @@ class AgentHost(Generic[T]):
                 except ActorStopped:
                     hosted.known.pop(env.id, None)
 
-    def poke(self, targets: list[HostedAgent[T]] | None = None) -> None:
-        """Have these agents (all if None) re-read their unread messages from the database."""
+    async def committed(self, envelopes: list[Envelope[T]]) -> None:
+        """After ``envelopes`` committed: wake this process's waiters on their recipients, deliver to hosted ones."""
+        self.services.signals.fire([str(env.recipient_id) for env in envelopes])
+        await self.deliver(envelopes)
+
+    def poke(self, targets: list[HostedAgent[T]]) -> None:
+        """Have these agents re-read their unread messages from the database."""
         if self._tg is None:
             return
-        for hosted in targets if targets is not None else list(self.hosted.values()):
+        for hosted in targets:
             if hosted.failed:
                 continue
             if hosted.catching_up:
                 hosted.poked = True
             else:
-                hosted.catching_up = True
-                self._tg.start_soon(self._catch_up, hosted)
+                self._start_catch_up(hosted)
 
     def on_news(self, keys: list[str] | None) -> None:
-        """Listener/sweeper subscriber: poke the hosted agents named by ``keys`` (all if None)."""
+        """Listener/sweeper subscriber: poke the hosted agents named by ``keys`` (if None: sweep, see below)."""
         if keys is None:
-            self.poke()
-            if not self._claiming and self._tg is not None:
-                self._claiming = True
-                self._tg.start_soon(self._sweep_ownership)
+            if not self._sweeping and self._tg is not None:
+                self._sweeping = True
+                self._tg.start_soon(self._sweep)
             return
         targets = []
         for key in keys:
@@ -279,9 +285,14 @@ class AgentHost(Generic[T]):
         if targets:
             self.poke(targets)
 
-    async def _sweep_ownership(self) -> None:
-        """Keep the liveness lock, and take over standby agents whose host died."""
+    async def _sweep(self) -> None:
+        """Catch up the agents with unread messages (one query for all), keep the liveness lock,
+        and take over standby agents whose host died."""
         try:
+            live = [hosted for hosted in self.hosted.values() if not hosted.failed]
+            if live:
+                with_news = await self._with_unread(live)
+                self.poke([hosted for hosted in live if hosted.agent.id in with_news])
             await self.presence.ensure_alive()
             if self.standby:
                 wanted = {agent.id: (spec, agent) for spec, agent in self.standby.values()}
@@ -293,9 +304,9 @@ class AgentHost(Generic[T]):
             if self.waiting:  # registered by another process meanwhile?
                 await self.host_many(list(self.waiting.values()))
         except Exception as exc:  # the next sweep tries again
-            log.warning("agent.ownership_sweep_failed", error=repr(exc))
+            log.warning("agent.sweep_failed", error=repr(exc))
         finally:
-            self._claiming = False
+            self._sweeping = False
 
     async def _catch_up(self, hosted: HostedAgent[T]) -> None:
         """Queue everything unread for ``hosted`` from the database, in order; again while poked meanwhile."""
@@ -380,7 +391,6 @@ class AgentHost(Generic[T]):
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_AGENT.reset(token)
         hosted.inflight = None
-        hosted.handled += 1
         if env.kind is MessageKind.REQUEST and result is not None and self.reply_hook is not None:
             await self.reply_hook(env, result)
         self.services.writer.submit_nowait([Write("message.handled", (env.id, attempt))])

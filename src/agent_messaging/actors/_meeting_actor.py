@@ -197,23 +197,23 @@ class MeetingActor(Generic[T]):
         self._replace_waiter(seat, command.waiter)
         await self._advance(events, seat, "start", command.next_speaker, joined=seat)
 
-    async def _on_speak(self, command: Command[T], seat: Seat[T]) -> None:
+    def _check_floor(self, seat: Seat[T]) -> None:
+        """``seat`` holds the floor now (``TurnTimedOut`` once if its turn ran out, else ``NotYourTurn``)."""
         if seat.late:
             seat.late = False
             raise TurnTimedOut(seat.agent, self.id)
         if self.state is not MeetingState.ACTIVE or self.floor_holder != seat.agent:
             raise NotYourTurn(seat.agent, self.id, self.floor_holder)
+
+    async def _on_speak(self, command: Command[T], seat: Seat[T]) -> None:
+        self._check_floor(seat)
         self._check_next(command.next_speaker)
         events = [self._event(E.AGENT_SPOKE, seat, command)]
         self._replace_waiter(seat, command.waiter)
         await self._advance(events, seat, "spoke", command.next_speaker)
 
     async def _on_pass(self, command: Command[T], seat: Seat[T]) -> None:
-        if seat.late:
-            seat.late = False
-            raise TurnTimedOut(seat.agent, self.id)
-        if self.state is not MeetingState.ACTIVE or self.floor_holder != seat.agent:
-            raise NotYourTurn(seat.agent, self.id, self.floor_holder)
+        self._check_floor(seat)
         self._replace_waiter(seat, command.waiter)
         await self._advance([], seat, "passed")
 

@@ -26,6 +26,9 @@ __all__ = ["DispatcherStatistics", "EventDispatcher"]
 log = structlog.get_logger("agent_messaging.meeting")
 
 
+_QUEUE_SIZE = 10_000  # events buffered per handler; a new event for a full queue is dropped
+
+
 @dataclass(frozen=True)
 class DispatcherStatistics:
     """Counters of the meeting event dispatcher."""
@@ -39,9 +42,8 @@ class DispatcherStatistics:
 class EventDispatcher:
     """Runs meeting event handlers, one worker task per handler. Start it with ``task_group.start(run)``."""
 
-    def __init__(self, registry: Registry[Any], *, queue_size: int = 10_000) -> None:
+    def __init__(self, registry: Registry[Any]) -> None:
         self.registry = registry
-        self.queue_size = queue_size
         self._tg: TaskGroup | None = None
         self._queues: dict[EventHandler, MemoryObjectSendStream[MeetingEvent[Any]]] = {}
         self._delivered = self._failed = self._dropped = 0
@@ -71,7 +73,7 @@ class EventDispatcher:
             for handler in self.registry.event_handlers_for(event.type):
                 send = self._queues.get(handler)
                 if send is None:
-                    send, receive = anyio.create_memory_object_stream[MeetingEvent[Any]](self.queue_size)
+                    send, receive = anyio.create_memory_object_stream[MeetingEvent[Any]](_QUEUE_SIZE)
                     self._queues[handler] = send
                     self._tg.start_soon(self._work, handler, receive)
                 try:

@@ -186,14 +186,11 @@ async def fetch_meeting(db: Database, meeting_id: uuid.UUID) -> MeetingRow | Non
     return meeting
 
 
-async def load_active(db: Database, codec: Codec[T], ids: list[uuid.UUID] | None = None) -> list[MeetingRow]:
-    """Meetings not ended (those of ``ids`` if given), with participants and the history not seen yet."""
-    if ids is None:
-        rows = await db.fetch(f"{_MEETING_SELECT} WHERE m.status <> 'ended' ORDER BY m.created_at")
-    else:
-        rows = await db.fetch(
-            f"{_MEETING_SELECT} WHERE m.status <> 'ended' AND m.id = ANY($1::uuid[]) ORDER BY m.created_at", [ids]
-        )
+async def load_active(db: Database, codec: Codec[T], ids: list[uuid.UUID]) -> list[MeetingRow]:
+    """The meetings of ``ids`` not ended, with participants and the history not seen yet."""
+    rows = await db.fetch(
+        f"{_MEETING_SELECT} WHERE m.status <> 'ended' AND m.id = ANY($1::uuid[]) ORDER BY m.created_at", [ids]
+    )
     meetings = {m.id: m for m in map(_meeting, rows)}
     await _attach_seats(db, meetings, seen=True)
     after = {}
@@ -224,6 +221,12 @@ async def fetch_status(db: Database, meeting_id: uuid.UUID) -> MeetingStatus | N
     """The status of a meeting as stored, or None if there is no such meeting."""
     meeting = await fetch_meeting(db, meeting_id)
     return status_of(meeting) if meeting is not None else None
+
+
+async def fetch_state(db: Database, meeting_id: uuid.UUID) -> MeetingState | None:
+    """The stored state of a meeting (one query), or None if there is no such meeting."""
+    value = await db.fetch_val("SELECT status FROM meetings WHERE id = $1", [meeting_id])
+    return None if value is None else MeetingState(value)
 
 
 async def list_meetings(db: Database, active: bool | None) -> list[MeetingStatus]:

@@ -24,8 +24,9 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from ..errors import ConversationEnded
 from ..persistence.writer import Write
-from ..runtime._services import Services
+from ..runtime._services import Services, remote_key
 
 __all__ = ["Waiter", "Waiters"]
 
@@ -91,12 +92,6 @@ class Waiter(Generic[T]):
 @dataclass
 class _Watch:
     ids: set[uuid.UUID] = field(default_factory=set)
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-
-
-def remote_key(agent_id: uuid.UUID) -> str:
-    """The signal key fired only for news from other processes (NOTIFY) and by the sweep."""
-    return f"remote:{agent_id}"
 
 
 class Waiters(Generic[T]):
@@ -142,22 +137,19 @@ class Waiters(Generic[T]):
         Replies made in this process complete their waiter in memory and do not wake this.
         """
         key = remote_key(sender_id)
-        with watch.scope:
-            while watch.ids:
-                await event.wait()
-                event = self.services.signals.event(key)
-                if watch.ids:
-                    try:
-                        await self.check(list(watch.ids))
-                    except Exception as exc:  # the next wake-up (at worst the sweep) tries again
-                        log.warning("conversation.check_failed", sender_id=key, error=repr(exc))
+        while watch.ids:
+            await event.wait()
+            event = self.services.signals.event(key)
+            if watch.ids:
+                try:
+                    await self.check(list(watch.ids))
+                except Exception as exc:  # the next wake-up (at worst the sweep) tries again
+                    log.warning("conversation.check_failed", sender_id=key, error=repr(exc))
         if self._watches.get(sender_id) is watch:
             del self._watches[sender_id]
 
     async def check(self, request_ids: list[uuid.UUID]) -> None:
         """Complete waiters whose reply (or conversation end) is in the database."""
-        from ..errors import ConversationEnded
-
         rows = await self.services.db.fetch(_CHECK_SQL, [request_ids])
         claimed: list[tuple[Waiter[T], Any, uuid.UUID]] = []
         reads: list[Write] = []

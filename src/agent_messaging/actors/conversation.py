@@ -39,11 +39,10 @@ from ..models import Agent as AgentModel
 from ..models import MessageKind
 from ..persistence.writer import Write
 from ..runtime._services import Services
-from ..runtime.registry import Registry
 from . import _conv_sql as sql
 from ._chat import DEFAULT, ChatQueries, Timeout
 from ._deadlock import WaitGraph
-from ._delivery import Envelope, insert_write, new_envelope
+from ._delivery import Envelope, insert_write, new_envelope, optional_uuid
 from ._host import CURRENT_AGENT, AgentHost
 from ._waiters import Waiter, Waiters
 
@@ -52,7 +51,6 @@ __all__ = ["DEFAULT", "Conversations"]
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.conversation")
 _ANSWERED_LIMIT = 100_000
-_PAGE = 500
 _EXPIRE_EVERY = 60.0
 
 
@@ -61,16 +59,11 @@ def _pair_key(a: AgentModel, b: AgentModel) -> tuple[uuid.UUID, uuid.UUID]:
     return (a.id, b.id) if a.id < b.id else (b.id, a.id)
 
 
-def _uuid(value: Any) -> uuid.UUID | None:
-    return None if value is None else uuid.UUID(str(value))
-
-
 class Conversations(ChatQueries[T]):
     """Calls and chats between two agents. Reached as ``am.conversation``."""
 
-    def __init__(self, services: Services[T], registry: Registry[T]) -> None:
+    def __init__(self, services: Services[T]) -> None:
         self.services = services
-        self.registry = registry
         self.waiters: Waiters[T] = Waiters(services)
         self.graph = WaitGraph()
         self.host: AgentHost[T] = services.extras["agent_host"]
@@ -135,7 +128,6 @@ class Conversations(ChatQueries[T]):
             deadline = None if limit is None else datetime.now(UTC) + timedelta(seconds=limit)
             cid, extra = self._session(a, b)
             env = new_envelope(
-                self.services.codec,
                 MessageKind.REQUEST,
                 a,
                 b,
@@ -217,7 +209,7 @@ class Conversations(ChatQueries[T]):
                 raise InvalidOperation(f"message {request_id} is not a request from {waiting_agent!r} to {responder!r}")
             if row["replied_at"] is not None:
                 raise InvalidOperation(f"request {request_id} is already answered")
-            return await self._record_reply(r, w, request_id, _uuid(row["conversation_id"]), value, text)
+            return await self._record_reply(r, w, request_id, optional_uuid(row["conversation_id"]), value, text)
         key = (r.id, w.id)
         lock = self._reply_locks.get(key)
         if lock is None:
@@ -227,7 +219,7 @@ class Conversations(ChatQueries[T]):
             if row is None:
                 raise InvalidOperation(f"{waiting_agent!r} has no unanswered request to {responder!r}")
             rid = uuid.UUID(str(row["id"]))
-            return await self._record_reply(r, w, rid, _uuid(row["conversation_id"]), value, text)
+            return await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
 
     async def _on_handler_reply(self, request: Envelope[Any], result: Any) -> None:
         """The agent host's reply hook: a hosted handler returned ``result`` for ``request``."""
@@ -263,7 +255,6 @@ class Conversations(ChatQueries[T]):
         waiter = self.waiters.by_id.get(request_id)
         consumed = waiter is not None and waiter.try_claim()
         env = new_envelope(
-            self.services.codec,
             MessageKind.REPLY,
             responder,
             waiting,
@@ -291,8 +282,7 @@ class Conversations(ChatQueries[T]):
         if waiter is not None and consumed:
             waiter.complete(value, env.id)
         else:
-            self.services.signals.fire([key])
-            await self.host.deliver([env])
+            await self.host.committed([env])
         return env.id
 
     async def end_conversation(self, agent_a: str, agent_b: str, *, message: T | None = None) -> None:
@@ -313,9 +303,7 @@ class Conversations(ChatQueries[T]):
         writes = [Write("conversation.end", (cid, a.id))]
         env: Envelope[T] | None = None
         if prepared is not None:
-            env = new_envelope(
-                self.services.codec, MessageKind.END, a, b, prepared[0], prepared[1], conversation_id=cid
-            )
+            env = new_envelope(MessageKind.END, a, b, prepared[0], prepared[1], conversation_id=cid)
             writes.append(insert_write(env))
         keys = [str(a.id), str(b.id)]
         await self.services.writer.write(writes, notify=keys)
@@ -342,7 +330,7 @@ class Conversations(ChatQueries[T]):
         meta = check_metadata(metadata)
         value, text = self.services.codec.prepare(message)
         cid, extra = self._session(a, b)
-        env = new_envelope(self.services.codec, MessageKind.CHAT, a, b, value, text, metadata=meta, conversation_id=cid)
+        env = new_envelope(MessageKind.CHAT, a, b, value, text, metadata=meta, conversation_id=cid)
         await self._commit(env, a, b, extra)
         return env.id
 
@@ -396,5 +384,4 @@ class Conversations(ChatQueries[T]):
             await self.services.writer.write([*extra, self._message_write(env)], notify=[key])
         if env.conversation_id is not None:
             self._opened.add(env.conversation_id)
-        self.services.signals.fire([key])
-        await self.host.deliver([env])
+        await self.host.committed([env])

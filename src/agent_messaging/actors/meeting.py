@@ -48,7 +48,7 @@ from . import _meeting_store as store
 from ._host import AgentHost
 from ._meeting_actor import MeetingActor
 from ._meeting_events import EventDispatcher
-from ._meeting_types import Command, Seat, Selector, Waiter
+from ._meeting_types import Command, Seat, Selector, Waiter, clock_deadline
 
 __all__ = ["Meetings"]
 
@@ -139,12 +139,11 @@ class Meetings(Generic[T]):
         local = [
             name
             for name in {*self.registry.turn_handlers, *self.registry.hosts}
-            if self.registry.turn_handler(name) is not None
+            if self.registry.has_turn_handler(name)
         ]
         if not local:
             return
-        agents = await self.services.directory.repo.get_many(local)
-        rows = await self.services.db.fetch(ORPHAN_MEETINGS, [[a.id for a in agents.values()]])
+        rows = await self.services.db.fetch(ORPHAN_MEETINGS, [local])
         wanted = [UUID(str(r["id"])) for r in rows if UUID(str(r["id"])) not in self._actors]
         await self._claim_and_recover(wanted)
 
@@ -232,7 +231,7 @@ class Meetings(Generic[T]):
         meeting_id = new_id()
         seats = [Seat[T](host_name, host_agent.id, 0, ParticipantStatus.PRESENT)]
         for position, agent in enumerate(agents, 1):
-            hosted = self.registry.turn_handler(agent.external_id) is not None
+            hosted = self.registry.has_turn_handler(agent.external_id)
             status = ParticipantStatus.PRESENT if hosted else ParticipantStatus.INVITED
             seats.append(Seat[T](agent.external_id, agent.id, position, status))
         actor = MeetingActor(
@@ -373,7 +372,7 @@ class Meetings(Generic[T]):
             raise InvalidArgument(f"after_seq must be a non-negative int, not {after_seq!r}")
         check_limit(limit, "limit", 10_000)
         events = await store.fetch_history(self.services.db, self.services.codec, mid, after_seq, limit)
-        if not events and mid not in self._actors and await store.fetch_status(self.services.db, mid) is None:
+        if not events and mid not in self._actors and await store.fetch_state(self.services.db, mid) is None:
             raise MeetingNotFound(mid)
         return events
 
@@ -391,10 +390,10 @@ class Meetings(Generic[T]):
         if actor is not None:
             return actor
         self._require()
-        status = await store.fetch_status(self.services.db, mid)
-        if status is None:
+        state = await store.fetch_state(self.services.db, mid)
+        if state is None:
             raise MeetingNotFound(mid)
-        if status.state is MeetingState.ENDED:
+        if state is MeetingState.ENDED:
             raise MeetingEnded(mid)
         # nobody alive runs it (its runtime stopped or died): this runtime takes it over
         await self._claim_and_recover([mid])
@@ -438,10 +437,7 @@ class Meetings(Generic[T]):
 
     async def _take_turn(self, actor: MeetingActor[T], agent: str, handler: TurnHandler, turn: Turn[T]) -> Turn[T]:
         reply: Any = None
-        deadline = float("inf")
-        if turn.deadline is not None:
-            remaining = (turn.deadline - _now()).total_seconds()
-            deadline = anyio.current_time() + max(remaining, 0.0) + _SLACK
+        deadline = clock_deadline(turn.deadline) + _SLACK
         try:
             with anyio.CancelScope(deadline=deadline):
                 reply = await handler(turn)

@@ -22,7 +22,7 @@ from ..models import DeadLetter, Message, MessageKind
 from ..runtime._listener import run_listener, run_sweeper
 from ..runtime._services import Services
 from ..runtime.registry import HostSpec, Registry
-from ._delivery import Envelope, fetch_messages, insert_write, new_envelope
+from ._delivery import insert_write, new_envelope, page_messages
 from ._host import AgentHost
 
 __all__ = ["OneWay"]
@@ -35,10 +35,8 @@ class OneWay(Generic[T]):
 
     def __init__(self, services: Services[T], registry: Registry[T]) -> None:
         self.services = services
-        self.registry = registry
-        self.runtime_id = uuid.uuid4().hex[:12]
+        self.runtime_id = services.writer.origin
         self.host_runtime: AgentHost[T] = AgentHost(services, registry, self.runtime_id)
-        services.writer.origin = self.runtime_id
         services.extras["agent_host"] = self.host_runtime
         #: callbacks for news from other processes (agent ids) and for the sweep (None); others may add theirs
         self.news_subscribers: list[Callable[[list[str] | None], None]] = [self.host_runtime.on_news]
@@ -85,19 +83,11 @@ class OneWay(Generic[T]):
         targets = await self.services.directory.get_many(names)
         self.services.directory.same_organization(agent, targets)
         value, text = self.services.codec.prepare(message)
-        envs = [
-            new_envelope(self.services.codec, MessageKind.ONE_WAY, agent, target, value, text, metadata=meta)
-            for target in targets
-        ]
-        await self.commit_and_deliver(envs)
-        return [env.id for env in envs]
-
-    async def commit_and_deliver(self, envs: list[Envelope[T]], extra: Sequence[Any] = ()) -> None:
-        """Write ``envs`` (plus ``extra`` writes) in one commit, wake local waiters, deliver to hosted agents."""
+        envs = [new_envelope(MessageKind.ONE_WAY, agent, target, value, text, metadata=meta) for target in targets]
         keys = [str(env.recipient_id) for env in envs]
-        await self.services.writer.write([*extra, *(insert_write(env) for env in envs)], notify=keys)
-        self.services.signals.fire(keys)
-        await self.host_runtime.deliver(envs)
+        await self.services.writer.write([insert_write(env) for env in envs], notify=keys)
+        await self.host_runtime.committed(envs)
+        return [env.id for env in envs]
 
     # --------------------------------------------------------------- queries
 
@@ -116,13 +106,9 @@ class OneWay(Generic[T]):
 
     async def _page(self, where: str, params: list[Any], limit: int, before: int | None) -> list[Message[T]]:
         check_limit(limit)
-        if before is not None:
-            if isinstance(before, bool) or not isinstance(before, int):
-                raise InvalidArgument(f"before must be a message seq (int), not {before!r}")
-            where += f" AND m.seq < ${len(params) + 1}"
-            params = [*params, before]
-        envs = await fetch_messages(self.services, where, params, order="m.seq DESC", limit=limit)
-        return [env.to_message() for env in envs]
+        if before is not None and (isinstance(before, bool) or not isinstance(before, int)):
+            raise InvalidArgument(f"before must be a message seq (int), not {before!r}")
+        return await page_messages(self.services, where, params, limit=limit, cursor=before, newest_first=True)
 
     # ---------------------------------------------------------- dead letters
 

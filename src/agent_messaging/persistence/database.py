@@ -18,7 +18,7 @@ import psqlpy
 import structlog
 from psqlpy import exceptions as pg_exc
 
-from ..config import dsn_host, redact_dsn
+from ..config import dsn_host, dsn_password, redact_dsn
 from ..errors import PersistenceUnavailable
 from ._bridge import Bridge, open_bridge
 
@@ -208,20 +208,7 @@ def _clean(exc: BaseException, dsn: str) -> str:
     text = str(exc) or type(exc).__name__
     if dsn and dsn in text:
         text = text.replace(dsn, redact_dsn(dsn))
-    secret = _password_of(dsn)
+    secret = dsn_password(dsn)
     if secret:
         text = text.replace(secret, "***")
     return text
-
-
-def _password_of(dsn: str) -> str | None:
-    if "://" in dsn:
-        netloc = dsn.split("://", 1)[1].split("/", 1)[0]
-        if "@" in netloc:
-            userinfo = netloc.rpartition("@")[0]
-            if ":" in userinfo:
-                return userinfo.split(":", 1)[1] or None
-    for word in dsn.replace("?", " ").replace("&", " ").split():
-        if word.lower().startswith("password="):
-            return word.split("=", 1)[1] or None
-    return None

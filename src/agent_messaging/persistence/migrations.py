@@ -77,8 +77,12 @@ CREATE TABLE IF NOT EXISTS {LEDGER} (
 async def apply_migrations(db: Database, migrations: list[Migration] | None = None) -> list[Migration]:
     """Apply every pending migration; return the ones applied now. Safe to run from several processes at once."""
     todo = available_migrations() if migrations is None else migrations
+    applied = await _applied_checksums(db)  # the usual case, nothing pending, costs no lock and no DDL
     done: list[Migration] = []
     for migration in todo:
+        if migration.version in applied:
+            _check_unchanged(migration, applied[migration.version])
+            continue
 
         async def apply_one(tx: psqlpy.Transaction, migration: Migration = migration) -> bool:
             # the lock serializes concurrent openers; the ledger re-check makes the loser a no-op
@@ -86,11 +90,7 @@ async def apply_migrations(db: Database, migrations: list[Migration] | None = No
             await tx.execute(_LEDGER_DDL)
             rows = (await tx.execute(f"SELECT checksum FROM {LEDGER} WHERE version = $1", [migration.version])).result()
             if rows:
-                if rows[0]["checksum"] != migration.checksum:
-                    raise ConfigurationError(
-                        f"migration {migration.version:04d}_{migration.name}.sql was changed after it was applied "
-                        "(checksum mismatch); restore the original file or write a new migration"
-                    )
+                _check_unchanged(migration, rows[0]["checksum"])
                 return False
             await tx.execute_batch(migration.sql)
             await tx.execute(
@@ -103,6 +103,20 @@ async def apply_migrations(db: Database, migrations: list[Migration] | None = No
         if await db.transaction(apply_one):
             done.append(migration)
     return done
+
+
+async def _applied_checksums(db: Database) -> dict[int, str]:
+    if not await db.fetch_val("SELECT to_regclass($1) IS NOT NULL", [LEDGER]):
+        return {}
+    return {row["version"]: row["checksum"] for row in await db.fetch(f"SELECT version, checksum FROM {LEDGER}")}
+
+
+def _check_unchanged(migration: Migration, applied_checksum: str) -> None:
+    if applied_checksum != migration.checksum:
+        raise ConfigurationError(
+            f"migration {migration.version:04d}_{migration.name}.sql was changed after it was applied "
+            "(checksum mismatch); restore the original file or write a new migration"
+        )
 
 
 async def migration_status(db: Database) -> list[MigrationStatus]:

@@ -28,9 +28,10 @@ __all__ = ["Presence"]
 
 log = structlog.get_logger("agent_messaging.presence")
 
+#: Whether the runtime that wrote host row ``h`` is alive (its presence lock is held).
 _ALIVE = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND ((l.classid::bigint << 32) | l.objid::bigint) = {key})"""
+    AND ((l.classid::bigint << 32) | l.objid::bigint) = h.runtime_key)"""
 
 _CLAIM = """
 INSERT INTO {table} AS h ({column}, runtime_key, runtime_id, hostname, pid)
@@ -40,15 +41,16 @@ ON CONFLICT ({column}) DO UPDATE
         hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
     WHERE h.runtime_key = excluded.runtime_key OR NOT {alive}
 RETURNING {column} AS id"""
-_CLAIM_AGENTS = _CLAIM.format(table="agent_hosts", column="agent_id", alive=_ALIVE.format(key="h.runtime_key"))
-_CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=_ALIVE.format(key="h.runtime_key"))
+_CLAIM_AGENTS = _CLAIM.format(table="agent_hosts", column="agent_id", alive=_ALIVE)
+_CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=_ALIVE)
 
-#: Active meetings nobody alive runs, with one of ``$1`` (agent ids) among their participants.
+#: Active meetings nobody alive runs, with one of ``$1`` (live agents' external ids) among their participants.
 ORPHAN_MEETINGS = f"""
 SELECT DISTINCT m.id FROM meetings m JOIN meeting_participants p ON p.meeting_id = m.id
+JOIN agents a ON a.id = p.agent_id AND a.external_id = ANY($1::text[]) AND a.deregistered_at IS NULL
 LEFT JOIN meeting_hosts h ON h.meeting_id = m.id
-WHERE m.status <> 'ended' AND p.agent_id = ANY($1::uuid[]) AND p.status <> 'left'
-  AND (h.meeting_id IS NULL OR NOT {_ALIVE.format(key="h.runtime_key")})"""
+WHERE m.status <> 'ended' AND p.status <> 'left'
+  AND (h.meeting_id IS NULL OR NOT {_ALIVE})"""
 
 
 class Presence:
@@ -91,25 +93,24 @@ class Presence:
             except Exception as exc:  # the lock goes with the connection anyway
                 log.warning("presence.release_failed", error=repr(exc))
 
-    async def ensure_alive(self) -> bool:
-        """Check the lock is still held; reconnect and re-lock if the connection broke. False if it was lost."""
+    async def ensure_alive(self) -> None:
+        """Check the lock is still held; reconnect and re-lock if the connection broke."""
         conn = self._conn
         if conn is None:
-            return False
+            return
 
-        async def check() -> bool:
-            result = await conn.execute("SELECT 1 AS ok")
-            return bool(result.result())
+        async def check() -> None:
+            await conn.execute("SELECT 1")
 
         try:
-            return await self.db.run_on_loop(check)
+            await self.db.run_on_loop(check)
+            return
         except Exception as exc:
             log.warning("presence.lost", runtime=self.runtime_id, error=repr(exc))
         try:
             await self.open()
         except Exception as exc:
             log.warning("presence.reconnect_failed", error=repr(exc))
-        return False
 
     async def claim(self, agent_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Claim these agents for this runtime; returns the ones it now hosts."""
@@ -133,8 +134,7 @@ class Presence:
 async def meeting_runner(db: Database, meeting_id: uuid.UUID) -> Row | None:
     """Which runtime runs an active meeting (and whether it is alive), or None."""
     return await db.fetch_row(
-        f"SELECT runtime_id, hostname, pid, {_ALIVE.format(key='h.runtime_key')} AS alive "
-        "FROM meeting_hosts h WHERE meeting_id = $1",
+        f"SELECT runtime_id, hostname, pid, {_ALIVE} AS alive FROM meeting_hosts h WHERE meeting_id = $1",
         [meeting_id],
     )
 
@@ -144,7 +144,7 @@ async def hosts(db: Database, agent_ids: Sequence[uuid.UUID] | None = None) -> l
     where, params = ("", []) if agent_ids is None else ("WHERE h.agent_id = ANY($1::uuid[])", [list(agent_ids)])
     params_any: list[Any] = list(params)
     return await db.fetch(
-        f"SELECT h.agent_id, h.runtime_id, h.hostname, h.pid, h.claimed_at, {_ALIVE.format(key='h.runtime_key')} "
+        f"SELECT h.agent_id, h.runtime_id, h.hostname, h.pid, h.claimed_at, {_ALIVE} "
         f"AS alive FROM agent_hosts h {where}",
         params_any,
     )

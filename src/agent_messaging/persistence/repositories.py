@@ -6,11 +6,10 @@ import json
 import uuid
 from typing import Any
 
-from psqlpy import exceptions as pg_exc
-
 from ..errors import AgentNotFound, AlreadyExists, OrganizationNotFound
 from ..models import Agent, AgentStatus, Organization
 from .database import Database, Row
+from .writer import to_json
 
 __all__ = ["AgentRepository", "OrganizationRepository", "new_id"]
 
@@ -25,15 +24,6 @@ def _json(value: Any) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(value)
         return loaded
     return dict(value or {})
-
-
-def _json_text(value: dict[str, Any]) -> str:
-    # sent as text and cast in SQL: psqlpy maps a dict parameter's integers to int32 (larger ones overflow)
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _is_unique_violation(exc: BaseException) -> bool:
-    return "duplicate key" in str(exc) or "unique" in str(exc).lower()
 
 
 def organization_from_row(row: Row) -> Organization:
@@ -73,16 +63,13 @@ class OrganizationRepository:
 
     async def create(self, external_id: str, name: str, metadata: dict[str, Any]) -> Organization:
         """Insert a new organization; ``AlreadyExists`` if the external id is taken."""
-        try:
-            row = await self.db.fetch_row(
-                "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
-                "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id, name, metadata, created_at",
-                [new_id(), external_id, name, _json_text(metadata)],
-            )
-        except pg_exc.Error as exc:  # pragma: no cover - the ON CONFLICT covers the race
-            if _is_unique_violation(exc):
-                raise AlreadyExists("organization", external_id) from None
-            raise
+        # metadata goes as JSON text cast in SQL: psqlpy maps a dict's integers to int32 (larger ones overflow);
+        # ON CONFLICT also covers two processes creating the same organization at once
+        row = await self.db.fetch_row(
+            "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
+            "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id, name, metadata, created_at",
+            [new_id(), external_id, name, to_json(metadata)],
+        )
         if row is None:
             raise AlreadyExists("organization", external_id)
         return organization_from_row(row)
@@ -106,19 +93,14 @@ class AgentRepository:
 
     async def create(self, external_id: str, organization: Organization, name: str, metadata: dict[str, Any]) -> Agent:
         """Insert a live agent; ``AlreadyExists`` if a live agent has the external id."""
-        try:
-            row = await self.db.fetch_row(
-                "INSERT INTO agents (id, organization_id, external_id, name, metadata) "
-                "VALUES ($1, $2, $3, $4, $5::text::jsonb) "
-                "ON CONFLICT (external_id) WHERE deregistered_at IS NULL DO NOTHING "
-                "RETURNING id, external_id, organization_id, $6::text AS organization_external_id, "
-                "name, metadata, status, created_at",
-                [new_id(), organization.id, external_id, name, _json_text(metadata), organization.external_id],
-            )
-        except pg_exc.Error as exc:  # pragma: no cover - the ON CONFLICT covers the race
-            if _is_unique_violation(exc):
-                raise AlreadyExists("agent", external_id) from None
-            raise
+        row = await self.db.fetch_row(
+            "INSERT INTO agents (id, organization_id, external_id, name, metadata) "
+            "VALUES ($1, $2, $3, $4, $5::text::jsonb) "
+            "ON CONFLICT (external_id) WHERE deregistered_at IS NULL DO NOTHING "
+            "RETURNING id, external_id, organization_id, $6::text AS organization_external_id, "
+            "name, metadata, status, created_at",
+            [new_id(), organization.id, external_id, name, to_json(metadata), organization.external_id],
+        )
         if row is None:
             raise AlreadyExists("agent", external_id)
         return agent_from_row(row)

@@ -28,7 +28,6 @@ from typing import Annotated, Any
 
 import anyio
 import typer
-from pydantic import SecretStr
 
 from ..actors.agent import Agent, MessageContext
 from ..config import Config
@@ -315,12 +314,8 @@ def demo(
     updates: dict[str, Any] = {"default_turn_duration": None}
     if data_dir is not None:
         updates["embedded_data_dir"] = data_dir.expanduser().resolve()
-    if dsn:
-        updates["dsn"] = SecretStr(dsn)
     config = config.model_copy(update=updates)
     where = _where(config)
-    if config.dsn is None:
-        where = f"embedded PostgreSQL in {(Path.cwd() / config.embedded_data_dir).resolve()}"
 
     async def go() -> None:
         await _scene(config, where)

@@ -62,7 +62,7 @@ def _payload(value: Any) -> Any:
     return value
 
 
-async def _agent_id(db: Database, external_id: str, what: str = "agent") -> uuid.UUID:
+async def _agent_id(db: Database, external_id: str) -> uuid.UUID:
     value = await db.fetch_val(
         "SELECT id FROM agents WHERE external_id = $1 AND deregistered_at IS NULL", [external_id]
     )
@@ -259,7 +259,7 @@ def _event_line(event: MeetingEvent[Any]) -> str:
     elif kind is MeetingEventType.AGENT_TIMED_OUT:
         text = f"{who} let the turn time out"
     elif kind is MeetingEventType.TURN_CHANGED:
-        text = f"floor -> {event.data.get('to') or event.data.get('floor_holder') or who}"
+        text = f"floor -> {who}"
     else:
         text = f"{kind.value.replace('_', ' ')}: {who}"
     return f"#{event.seq:<4} {at}  turn {event.turn_number:<3} {text}"
@@ -336,19 +336,17 @@ def meetings_show(
                     f"turn {status.turn_number}, floor {status.floor_holder or '-'}"
                 )
             last = 0
+            # the meeting_ended event commits with the ended state: seeing it is seeing the end
+            ended = status.state is MeetingState.ENDED
             while True:
                 for event in events:
                     typer.echo(json.dumps(_event_json(event), default=str) if as_json else _event_line(event))
                     last = event.seq
-                if not follow or status.state is MeetingState.ENDED:
+                    ended = ended or event.type is MeetingEventType.MEETING_ENDED
+                if not follow or ended:
                     return
                 await anyio.sleep(_FOLLOW_POLL)
                 events = await store.fetch_history(db, _CODEC, mid, last, 10_000)
-                fresh = await store.fetch_status(db, mid)
-                if fresh is not None:
-                    status = fresh
-                if status.state is MeetingState.ENDED:  # print what the end committed, then stop
-                    events += await store.fetch_history(db, _CODEC, mid, events[-1].seq if events else last, 10_000)
 
     _run(go, dsn=dsn)
 

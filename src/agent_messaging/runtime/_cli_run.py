@@ -107,6 +107,8 @@ async def _watch_signals(stopping: anyio.Event, *, task_status: TaskStatus[None]
 
 async def _start_line(am: AgentMessaging[Any], target: str, since: datetime) -> str:
     """The one line ``run`` prints once serving: database, hosted agents, recovered work."""
+    from .cli import _where
+
     host = am.services.extras.get("agent_host")
     hosted = sorted(getattr(host, "hosted", {}) or am.registry.hosts)
     standby = sorted(getattr(host, "standby", {}))
@@ -122,8 +124,7 @@ async def _start_line(am: AgentMessaging[Any], target: str, since: datetime) -> 
     meetings = await db.fetch_val("SELECT count(*) FROM meetings WHERE status <> 'ended'")
     unread = int(row["unread"]) if row else 0
     calls = int(row["calls"]) if row else 0
-    data_dir = am.config.embedded_data_dir.expanduser().resolve()
-    where = db.redacted_dsn if am.config.dsn is not None else f"embedded PostgreSQL in {data_dir}"
+    where = _where(am.config)
     agents = ", ".join(hosted) if hosted else "none"
     turns = sorted(am.registry.turn_handlers)
     extra = "".join(

@@ -21,7 +21,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from ..persistence.writer import NOTIFY_CHANNEL
-from ._services import Services
+from ._services import Services, remote_key
 
 __all__ = ["run_listener", "run_sweeper"]
 
@@ -47,7 +47,7 @@ async def run_listener(
         if keys is None:
             services.signals.fire_all()
         else:
-            services.signals.fire([*keys, *(f"remote:{key}" for key in keys)])
+            services.signals.fire([*keys, *map(remote_key, keys)])
         for subscriber in subscribers:
             subscriber(keys)
 

@@ -57,15 +57,15 @@ def parse_level(level: str) -> int:
     return value
 
 
-def configure_logging(level: str, *, json: bool | None = None) -> None:
+def configure_logging(level: str) -> None:
     """Send structlog and standard-library logs at ``level`` and above to standard error.
 
-    ``json=None`` picks the console renderer on a terminal and JSON lines
-    otherwise. Safe to call again (a command may change the level or format).
+    The console renderer on a terminal, JSON lines otherwise. Safe to call again
+    (a command may change the level).
     """
     numeric = parse_level(level)
     stream = _Stderr()
-    use_json = not stream.isatty() if json is None else json
+    use_json = not stream.isatty()
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 from .._validation import check_id
 from ..config import Config
 from ..errors import AgentNotFound, CrossOrganization, InvalidMessage
-from ..models import Agent, AgentStatus
+from ..models import Agent
 from ..persistence.database import Database
 from ..persistence.repositories import AgentRepository
 from ..persistence.writer import Writer
@@ -89,9 +89,7 @@ class Directory:
         key = check_id(external_id, what)
         agent = self._cache.get(key)
         if agent is None:
-            agent = await self.repo.get(key)
-            if agent.status is AgentStatus.DEREGISTERED:
-                raise AgentNotFound(key)
+            agent = await self.repo.get(key)  # live agents only
             self.remember(agent)
         return agent
 
@@ -127,6 +125,11 @@ class Directory:
         for other in others:
             if other.organization_id != agent.organization_id:
                 raise CrossOrganization(agent.external_id, other.external_id)
+
+
+def remote_key(key: str | uuid.UUID) -> str:
+    """The signal key fired only for news from other processes (NOTIFY) and by the sweep."""
+    return f"remote:{key}"
 
 
 class Signals:

@@ -233,10 +233,6 @@ class ActorRef(Generic[M]):
 
     # -- kernel side -------------------------------------------------------
 
-    @property
-    def _is_closing(self) -> bool:
-        return self._closing.is_set()
-
     def _request_exit(self) -> None:
         """Ask the running instance to exit normally after its current message."""
         self._exit_requested = True

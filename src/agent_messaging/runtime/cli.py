@@ -39,7 +39,7 @@ from psqlpy import exceptions as pg_exc
 from pydantic import SecretStr, ValidationError
 
 from .. import __version__
-from ..config import Config, redact_dsn
+from ..config import Config, dsn_password
 from ..errors import AgentMessagingError, ConfigurationError
 from ..persistence.database import Database
 from ..persistence.embedded import start_embedded, stop_embedded
@@ -110,16 +110,8 @@ def _describe(exc: BaseException, secrets: Sequence[str] = ()) -> str:
 
 def _password(dsn: str | None) -> list[str]:
     """The password in ``dsn`` (to mask in error texts), if any."""
-    if not dsn:
-        return []
-    redacted = redact_dsn(dsn)
-    if redacted == dsn:
-        return []
-    # the password is what redact_dsn replaced with ***
-    head, _, tail = redacted.partition("***")
-    if dsn.startswith(head) and dsn.endswith(tail) and len(dsn) > len(head) + len(tail):
-        return [dsn[len(head) : len(dsn) - len(tail)]]
-    return []
+    secret = dsn_password(dsn) if dsn else None
+    return [secret] if secret else []
 
 
 def _run(fn: Callable[[], Awaitable[R]], *, dsn: str | None = None) -> R:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..models import MeetingEvent, MeetingEventType, Turn
+from .supervisor import RestartType
 
 if TYPE_CHECKING:
     from ..actors.agent import Agent, MessageContext
@@ -30,7 +31,7 @@ class HostSpec:
     agent: str
     handler: HandlerFn | None = None
     agent_class: type[Agent[Any]] | None = None
-    restart: str = "permanent"
+    restart: RestartType = RestartType.PERMANENT
 
     def make(self) -> Agent[Any]:
         """A fresh ``Agent`` instance for this spec (a function is wrapped in one)."""
@@ -51,16 +52,23 @@ class Registry(Generic[T]):
     turn_handlers: dict[str, TurnHandler] = field(default_factory=dict)
     event_handlers: dict[MeetingEventType | None, list[EventHandler]] = field(default_factory=dict)
 
+    def has_turn_handler(self, agent: str) -> bool:
+        """Whether ``agent``'s meeting turns are taken here (without building its class)."""
+        if agent in self.turn_handlers:
+            return True
+        spec = self.hosts.get(agent)
+        return spec is not None and spec.agent_class is not None and _has_on_turn(spec.agent_class)
+
     def turn_handler(self, agent: str) -> TurnHandler | None:
         """The code that takes ``agent``'s meeting turns here, if any (a function or its class's ``on_turn``)."""
         fn = self.turn_handlers.get(agent)
         if fn is not None:
             return fn
-        spec = self.hosts.get(agent)
-        if spec is not None and spec.agent_class is not None and _has_on_turn(spec.agent_class):
-            instance = spec.agent_class()
-            return instance.on_turn
-        return None
+        if not self.has_turn_handler(agent):
+            return None
+        agent_class = self.hosts[agent].agent_class
+        assert agent_class is not None
+        return agent_class().on_turn
 
     def event_handlers_for(self, event_type: MeetingEventType) -> list[EventHandler]:
         """Handlers registered for this type and for every type."""

@@ -9,6 +9,7 @@ raises ``LifecycleError``.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -27,6 +28,7 @@ from ..persistence.repositories import AgentRepository, OrganizationRepository
 from ..persistence.writer import Writer
 from ._services import Codec, Directory, Services, Signals
 from .registry import EventHandler, HostSpec, Registry, TurnHandler
+from .supervisor import RestartType
 
 if TYPE_CHECKING:
     from ..actors.agent import Agent as AgentClass
@@ -114,8 +116,6 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
 
     @contextlib.asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncGenerator[AgentMessaging[T]]:
-        if self._state is not RuntimeState.NEW:
-            raise LifecycleError(f"an AgentMessaging runtime can be opened only once (it is {self._state.value})")
         self._state = RuntimeState.OPENING
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -184,6 +184,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             connections=cfg.writer_connections,
             timeout=cfg.persistence_timeout,
             notify=cfg.notify,
+            origin=uuid.uuid4().hex[:12],  # this runtime's id: its own NOTIFYs are ignored by its listener
         )
 
     async def _start_services(self, tg: anyio.abc.TaskGroup, writer: Writer) -> None:
@@ -205,7 +206,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         )
         self._services = services
         self._one_way = OneWay(services, self.registry)
-        self._conversation = Conversations(services, self.registry)
+        self._conversation = Conversations(services)
         self._meeting = Meetings(services, self.registry)
         await tg.start(self._one_way.run)
         await tg.start(self._conversation.run)
@@ -367,7 +368,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         await self.one_way.retry_dead_letter(dead_letter_id)
 
 
-def _restart(value: str) -> str:
-    if value not in ("permanent", "transient", "temporary"):
-        raise InvalidArgument(f"restart must be 'permanent', 'transient' or 'temporary', not {value!r}")
-    return value
+def _restart(value: str) -> RestartType:
+    try:
+        return RestartType(value)
+    except ValueError:
+        raise InvalidArgument(f"restart must be 'permanent', 'transient' or 'temporary', not {value!r}") from None
