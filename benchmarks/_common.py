@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.persistence.database import Database
 from agent_messaging.persistence.embedded import _start, _stop
 
@@ -48,7 +49,7 @@ async def fresh_database(server: str, name: str) -> str:
 async def bulk_agents(am: AgentMessaging[object], org: str, names: list[str]) -> None:
     """Register many agents in one statement (benchmark set-up, not the measured path)."""
     organization = await am.get_organization(org)
-    await am.database.execute(
+    await internals(am).database.execute(
         "INSERT INTO agents (id, organization_id, external_id, name) "
         "SELECT i, $1, n, n FROM unnest($2::uuid[], $3::text[]) AS u(i, n)",
         [organization.id, [uuid.uuid4() for _ in names], names],

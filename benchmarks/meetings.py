@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bulk_agents, config, fresh_database, percentile, server_dsn
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.models import Turn
 
 
@@ -87,7 +88,7 @@ async def many_meetings(cfg: Config, tag: str) -> None:
         async def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                n = await am.database.fetch_val(
+                n = await internals(am).database.fetch_val(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                     "AND application_name = 'agent-messaging'"
                 )

@@ -24,6 +24,8 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bulk_agents, fresh_database, percentile, rss_mb, runtime, server_dsn
 
+from agent_messaging._app import internals
+
 
 def countdown(n: int) -> tuple[Callable[[Any, Any], Awaitable[None]], anyio.Event]:
     """A handler, and an event set once it has handled ``n`` messages."""
@@ -85,7 +87,7 @@ async def bench_concurrent(dsn: str, senders: int, total: int) -> dict[str, floa
         with anyio.fail_after(120):
             await done.wait()
         elapsed = time.perf_counter() - start
-        stats = am.services.writer.statistics()
+        stats = internals(am).services.writer.statistics()
     return {
         "handled_per_s": total / elapsed,
         "sent_per_s": total / sent,
@@ -104,7 +106,7 @@ async def bench_raw(dsn: str, total: int, batch: int) -> dict[str, float]:
         start = time.perf_counter()
         for offset in range(0, total, batch):
             size = min(batch, total - offset)
-            await am.database.execute(
+            await internals(am).database.execute(
                 "INSERT INTO messages (id, organization_id, kind, sender_id, recipient_id, payload) "
                 "SELECT i, $2, 'one_way', $3, $4, p::jsonb FROM unnest($1::uuid[], $5::text[]) AS u(i, p)",
                 [[uuid.uuid4() for _ in range(size)], s.organization_id, s.id, r.id, ['{"i":1}'] * size],
@@ -126,7 +128,7 @@ async def bench_idle(dsn: str, agents: int) -> dict[str, float]:
         am.register_handler(*names)(handler)
         with anyio.fail_after(300):
             # hosting runs in the runtime's own tasks; no event to wait on
-            while len(am.one_way.host_runtime.hosted) < agents:  # noqa: ASYNC110
+            while len(internals(am).host.hosted) < agents:  # noqa: ASYNC110
                 await anyio.sleep(0.1)
         await anyio.sleep(1.0)
         after = rss_mb()

@@ -18,9 +18,7 @@ import uuid
 
 import anyio
 
-from agent_messaging import AgentMessaging, AlreadyExists, Config
-from agent_messaging.actors.agent import Agent
-from agent_messaging.models import MeetingEventType, Turn
+from agent_messaging import Agent, AgentMessaging, AlreadyExists, Config, MeetingEventType, Turn
 
 ORG = "example-brainstorm"
 run = uuid.uuid4().hex[:6]  # fresh agent ids on every run, so the example can run again on the same database

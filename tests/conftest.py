@@ -137,8 +137,12 @@ async def am(config: Config) -> AsyncIterator[AgentMessaging[Any]]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
     """Mark every async test function anyio (before parametrization, so it runs on both backends)."""
-    if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):
+    if isinstance(collector, pytest.Class | pytest.Module) and collector.funcnamefilter(name) and _is_async(obj):
         pytest.mark.anyio(obj)
+
+
+def _is_async(obj: object) -> bool:
+    return inspect.iscoroutinefunction(obj)
 
 
 def repo_root() -> Path:

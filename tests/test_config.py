@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,8 +108,9 @@ def test_environment_value_of_the_wrong_type_names_the_variable(monkeypatch: pyt
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_field(field: str, value: object) -> None:
+    values: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=field):
-        Config(**{field: value})
+        Config(**values)
 
 
 def test_unknown_settings_are_refused() -> None:

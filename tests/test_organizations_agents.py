@@ -22,6 +22,7 @@ from agent_messaging import (
     OrganizationNotFound,
     RuntimeState,
 )
+from agent_messaging._app import internals
 from agent_messaging.errors import LifecycleError
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +43,7 @@ BAD_METADATA: list[Any] = [
 
 
 async def count(am: AM, table: str) -> int:
-    value: int = await am.database.fetch_val(f"SELECT count(*) FROM {table}")
+    value: int = await internals(am).database.fetch_val(f"SELECT count(*) FROM {table}")
     return value
 
 
@@ -192,7 +193,8 @@ async def test_deregister_agent(am: AM) -> None:
     with pytest.raises(AgentNotFound, match="alice"):
         await am.deregister_agent("alice")  # only once
     # its history stays: the row is kept, marked deregistered
-    assert await am.database.fetch_val("SELECT status FROM agents WHERE id = $1", [alice.id]) == "deregistered"
+    sql = "SELECT status FROM agents WHERE id = $1"
+    assert await internals(am).database.fetch_val(sql, [alice.id]) == "deregistered"
 
 
 async def test_a_deregistered_agents_id_can_be_registered_again(am: AM) -> None:
@@ -283,7 +285,7 @@ async def test_using_the_runtime_before_entering_it(config: Config) -> None:
         with pytest.raises(LifecycleError, match="new"):
             await call
     with pytest.raises(LifecycleError):
-        _ = runtime.database
+        internals(runtime)
 
 
 async def test_using_the_runtime_after_closing_it(config: Config) -> None:
@@ -297,7 +299,7 @@ async def test_using_the_runtime_after_closing_it(config: Config) -> None:
         with pytest.raises(LifecycleError, match="closed"):
             await call
     with pytest.raises(LifecycleError):
-        _ = runtime.database
+        internals(runtime)
     # and it cannot be opened again
     with pytest.raises(LifecycleError):
         async with runtime:

@@ -9,135 +9,69 @@ PostgreSQL. Runs on asyncio and trio.
 ``get_agent`` return.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
 
 from . import errors as errors
-from .actors.agent import Agent as Agent
-from .actors.agent import MessageContext as MessageContext
+from ._app import AgentMessaging as AgentMessaging, RuntimeState as RuntimeState
+from .actors.agent import Agent as Agent, MessageContext as MessageContext
+from .actors.conversation import Conversations as Conversations
+from .actors.meeting import Meetings as Meetings, Selector as Selector
+from .actors.one_way import OneWay as OneWay
+from .actors.registry import EventHandler as EventHandler, HandlerFn as HandlerFn, TurnHandler as TurnHandler
 from .config import Config as Config
 from .errors import (
+    ActorError as ActorError,
     ActorStopped as ActorStopped,
-)
-from .errors import (
     AgentMessagingError as AgentMessagingError,
-)
-from .errors import (
     AgentNotFound as AgentNotFound,
-)
-from .errors import (
     AlreadyExists as AlreadyExists,
-)
-from .errors import (
     ConfigurationError as ConfigurationError,
-)
-from .errors import (
     ConversationEnded as ConversationEnded,
-)
-from .errors import (
     CrossOrganization as CrossOrganization,
-)
-from .errors import (
     DeadLetterNotFound as DeadLetterNotFound,
-)
-from .errors import (
     DeadlockDetected as DeadlockDetected,
-)
-from .errors import (
     InvalidArgument as InvalidArgument,
-)
-from .errors import (
     InvalidMessage as InvalidMessage,
-)
-from .errors import (
     InvalidOperation as InvalidOperation,
-)
-from .errors import (
     LifecycleError as LifecycleError,
-)
-from .errors import (
     MailboxFull as MailboxFull,
-)
-from .errors import (
     MeetingEnded as MeetingEnded,
-)
-from .errors import (
     MeetingNotFound as MeetingNotFound,
-)
-from .errors import (
     MeetingNotReady as MeetingNotReady,
-)
-from .errors import (
     NotFound as NotFound,
-)
-from .errors import (
     NotHost as NotHost,
-)
-from .errors import (
     NotYourTurn as NotYourTurn,
-)
-from .errors import (
     OrganizationNotFound as OrganizationNotFound,
-)
-from .errors import (
     PersistenceUnavailable as PersistenceUnavailable,
-)
-from .errors import (
     ReplyTimeout as ReplyTimeout,
-)
-from .errors import (
+    SupervisorFailed as SupervisorFailed,
     TurnTimedOut as TurnTimedOut,
-)
-from .errors import (
     WaitTimeout as WaitTimeout,
 )
 from .models import (
-    Agent as AgentInfo,
-)
-from .models import (
+    AgentInfo as AgentInfo,
     AgentStatus as AgentStatus,
-)
-from .models import (
     DeadLetter as DeadLetter,
-)
-from .models import (
     MeetingEvent as MeetingEvent,
-)
-from .models import (
     MeetingEventType as MeetingEventType,
-)
-from .models import (
     MeetingState as MeetingState,
-)
-from .models import (
     MeetingStatus as MeetingStatus,
-)
-from .models import (
     Message as Message,
-)
-from .models import (
     MessageKind as MessageKind,
-)
-from .models import (
     Organization as Organization,
-)
-from .models import (
     Participant as Participant,
-)
-from .models import (
     ParticipantStatus as ParticipantStatus,
-)
-from .models import (
     Turn as Turn,
 )
-from .runtime.runtime import AgentMessaging as AgentMessaging
-from .runtime.runtime import RuntimeState as RuntimeState
+from .runtime.supervisor import RestartType as RestartType
 
 try:
-    __version__ = version("agent-messaging")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("agent-messaging")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "ActorError",
     "ActorStopped",
     "Agent",
     "AgentInfo",
@@ -149,10 +83,13 @@ __all__ = [
     "Config",
     "ConfigurationError",
     "ConversationEnded",
+    "Conversations",
     "CrossOrganization",
     "DeadLetter",
     "DeadLetterNotFound",
     "DeadlockDetected",
+    "EventHandler",
+    "HandlerFn",
     "InvalidArgument",
     "InvalidMessage",
     "InvalidOperation",
@@ -165,20 +102,26 @@ __all__ = [
     "MeetingNotReady",
     "MeetingState",
     "MeetingStatus",
+    "Meetings",
     "Message",
     "MessageContext",
     "MessageKind",
     "NotFound",
     "NotHost",
     "NotYourTurn",
+    "OneWay",
     "Organization",
     "OrganizationNotFound",
     "Participant",
     "ParticipantStatus",
     "PersistenceUnavailable",
     "ReplyTimeout",
+    "RestartType",
     "RuntimeState",
+    "Selector",
+    "SupervisorFailed",
     "Turn",
+    "TurnHandler",
     "TurnTimedOut",
     "WaitTimeout",
     "__version__",

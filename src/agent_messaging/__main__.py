@@ -1,6 +1,5 @@
-"""``python -m agent_messaging``: the ``agent-messaging`` command line."""
+"""``python -m agent_messaging``: the command line."""
 
-from .runtime.cli import main
+from .cli import main
 
-if __name__ == "__main__":
-    main()
+main()

@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "Agent",
+    "AgentInfo",
     "AgentStatus",
     "DeadLetter",
     "MeetingEvent",
@@ -54,8 +54,12 @@ class AgentStatus(StrEnum):
     DEREGISTERED = "deregistered"
 
 
-class Agent(_Frozen):
-    """A registered agent, member of exactly one organization."""
+class AgentInfo(_Frozen):
+    """A registered agent (the database record), member of exactly one organization.
+
+    Not to be confused with :class:`agent_messaging.Agent`, the base class of
+    the code that *hosts* an agent.
+    """
 
     id: UUID
     external_id: str

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 
 
 async def main(dsn: str) -> None:
@@ -25,7 +26,7 @@ async def main(dsn: str) -> None:
         tg.start_soon(functools.partial(am.conversation.send_and_wait, "alice", "bob", "long", timeout=600.0))
         for _ in range(500):
             if (
-                len(am.conversation.waiters) == 2
+                len(internals(am).calls.by_id) == 2
                 and len(await am.conversation.get_messages_from_agent("bob", "alice")) == 2
             ):
                 break

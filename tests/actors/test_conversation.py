@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.errors import (
     AgentNotFound,
     AlreadyExists,
@@ -74,7 +75,7 @@ async def test_send_and_wait_gets_the_handler_return_value(am: AM) -> None:
     assert [m.seq for m in history] == sorted(m.seq for m in history)
     # the consumed replies are not unread for alice
     assert await am.conversation.get_unread_messages("alice") == []
-    rows = await am.database.fetch("SELECT replied_at FROM messages WHERE kind = 'request'")
+    rows = await internals(am).database.fetch("SELECT replied_at FROM messages WHERE kind = 'request'")
     assert all(r["replied_at"] is not None for r in rows)
 
 
@@ -162,14 +163,15 @@ async def test_timeout_then_late_reply_lands_in_unread(am: AM) -> None:
     assert err.sender == "alice"
     assert err.recipient == "bob"
     assert str(err.request_id) in str(err)
-    row = await am.database.fetch_row(
+    row = await internals(am).database.fetch_row(
         "SELECT timed_out_at, reply_deadline FROM messages WHERE id = $1", [err.request_id]
     )
     assert row is not None
     assert row["reply_deadline"] is not None
 
     async def timed_out() -> bool:
-        row = await am.database.fetch_row("SELECT timed_out_at FROM messages WHERE id = $1", [err.request_id])
+        sql = "SELECT timed_out_at FROM messages WHERE id = $1"
+        row = await internals(am).database.fetch_row(sql, [err.request_id])
         return row is not None and row["timed_out_at"] is not None
 
     await until(timed_out)
@@ -188,7 +190,7 @@ async def test_cancelled_caller_leaves_request_answerable(am: AM) -> None:
     await am.conversation.reply("bob", "alice", "answered later")
     unread = await am.conversation.get_unread_messages("alice")
     assert [m.payload for m in unread] == ["answered later"]
-    assert am.conversation.waiters.by_id == {}
+    assert internals(am).calls.by_id == {}
 
 
 async def test_end_conversation_wakes_waiters_and_next_message_starts_a_new_session(am: AM) -> None:
@@ -218,7 +220,7 @@ async def test_end_conversation_wakes_waiters_and_next_message_starts_a_new_sess
     assert history[2].payload == "goodbye"
     assert history[2].conversation_id == first
     assert history[3].conversation_id not in (None, first)
-    rows = await am.database.fetch("SELECT status FROM conversations ORDER BY created_at")
+    rows = await internals(am).database.fetch("SELECT status FROM conversations ORDER BY created_at")
     assert [r["status"] for r in rows] == ["ended", "active"]
 
 
@@ -312,7 +314,7 @@ async def test_bad_input_raises_typed_errors_and_writes_nothing(am: AM) -> None:
         await conv.end_conversation("alice", "bob")
     with pytest.raises(InvalidOperation, match="no running handler"):
         await conv.resume_agent_handler("alice")
-    rows = await am.database.fetch(
+    rows = await internals(am).database.fetch(
         "SELECT (SELECT count(*) FROM messages) AS m, (SELECT count(*) FROM conversations) AS c"
     )
     assert rows == [{"m": 0, "c": 0}]
@@ -320,14 +322,14 @@ async def test_bad_input_raises_typed_errors_and_writes_nothing(am: AM) -> None:
 
 async def test_invalid_payload_is_refused_before_writing(config: Config) -> None:
     async with AgentMessaging[int](config) as am:
-        await setup(am, "alice", "bob")  # type: ignore[arg-type]
+        await setup(am, "alice", "bob")
         from agent_messaging.errors import InvalidMessage
 
         with pytest.raises(InvalidMessage):
             await am.conversation.send_and_wait("alice", "bob", "not an int")  # type: ignore[arg-type]
         with pytest.raises(InvalidMessage):
             await am.conversation.send("alice", "bob", "nope")  # type: ignore[arg-type]
-        assert await am.database.fetch("SELECT id FROM messages") == []
+        assert await internals(am).database.fetch("SELECT id FROM messages") == []
 
 
 async def test_send_unread_and_queries(am: AM) -> None:
@@ -423,7 +425,7 @@ async def _across_instances(config: Config, *, notify: bool) -> None:
 
 
 async def test_resume_agent_handler_runs_unread_in_order(config: Config) -> None:
-    from agent_messaging.actors._delivery import insert_write, new_envelope
+    from agent_messaging.actors.envelope import insert_write, new_envelope
 
     quiet = config.model_copy(update={"notify": False, "poll_interval": 60})
     async with AgentMessaging[Any](quiet) as am:
@@ -440,7 +442,7 @@ async def test_resume_agent_handler_runs_unread_in_order(config: Config) -> None
         # written behind the host's back (as another process would, with its NOTIFY lost)
         alice, bob_agent = await am.get_agent("alice"), await am.get_agent("bob")
         envs = [new_envelope(MessageKind.CHAT, alice, bob_agent, i, str(i)) for i in range(3)]
-        await am.services.writer.write([insert_write(e) for e in envs])
+        await internals(am).services.writer.write([insert_write(e) for e in envs])
         with anyio.fail_after(10):
             assert await am.conversation.resume_agent_handler("bob") == 3
         assert seen == [0, 1, 2]

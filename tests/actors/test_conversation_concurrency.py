@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.persistence.database import Database
 
 AM = AgentMessaging[Any]
@@ -45,7 +46,7 @@ async def test_200_concurrent_calls_on_one_pair(am: AM) -> None:
     am.register_handler("bob")(echo)
     results = await calls(am, [("alice", "bob", n) for n in range(200)])
     assert results == {n: {"echo": n, "by": "bob"} for n in range(200)}
-    rows = await am.database.fetch(
+    rows = await internals(am).database.fetch(
         "SELECT count(*) AS n, count(DISTINCT conversation_id) AS sessions FROM messages WHERE kind = 'reply'"
     )
     assert rows == [{"n": 200, "sessions": 1}]
@@ -60,7 +61,7 @@ async def test_200_concurrent_calls_on_100_pairs(am: AM) -> None:
     plan = [(senders[n % 100], recipients[n % 10], n) for n in range(200)]
     results = await calls(am, plan)
     assert results == {n: {"echo": n, "by": recipients[n % 10]} for n in range(200)}
-    pairs = await am.database.fetch("SELECT count(*) AS n FROM conversations WHERE status = 'active'")
+    pairs = await internals(am).database.fetch("SELECT count(*) AS n FROM conversations WHERE status = 'active'")
     assert pairs == [{"n": len({(s, r) for s, r, _ in plan})}]
 
 
@@ -111,7 +112,7 @@ async def _thousand_calls(dsn: str, name: str, monitor: Database) -> None:
         results = await calls(am, plan, limit=120)
         assert results == {n: {"echo": n, "by": recipients[n % 10]} for n in range(1000)}
         assert await connections() <= baseline + 10 + 2  # the pool, the LISTEN and the presence connections
-        assert len(am.conversation.waiters) == 0
+        assert len(internals(am).calls.by_id) == 0
     with anyio.fail_after(10):
         for _ in itertools.count():
             if await connections() <= baseline:

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.models import MessageKind
 from tests.conftest import repo_root
 
@@ -42,7 +43,7 @@ async def test_sigkill_of_waiting_sender_then_restart(config: Config, dsn: str, 
 
     # a restart hosting nobody: the expired wait is marked timed out, the other one is left open
     async with AgentMessaging[Any](config) as am:
-        rows = await am.database.fetch(
+        rows = await internals(am).database.fetch(
             "SELECT payload #>> '{}' AS text, timed_out_at IS NOT NULL AS timed_out, replied_at FROM messages "
             "WHERE kind = 'request' ORDER BY seq"
         )
@@ -65,7 +66,7 @@ async def test_sigkill_of_waiting_sender_then_restart(config: Config, dsn: str, 
         unread = await am.conversation.get_unread_messages("alice")
         assert sorted(m.payload for m in unread) == ["answer to long", "answer to short"]
         assert all(m.kind is MessageKind.REPLY and m.in_reply_to is not None for m in unread)
-        pairs = await am.database.fetch("SELECT count(*) AS n FROM conversations WHERE status = 'active'")
+        pairs = await internals(am).database.fetch("SELECT count(*) AS n FROM conversations WHERE status = 'active'")
         assert pairs == [{"n": 1}]
         # the pair is not locked: a new call works at once
         with anyio.fail_after(10):

@@ -16,6 +16,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from structlog.testing import capture_logs
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.actors.agent import MessageContext
 from agent_messaging.models import AgentStatus
 from tests._helpers import eventually
@@ -51,7 +52,7 @@ async def test_unhandled_messages_are_recovered_in_order_before_new_ones(config:
 
     async with AgentMessaging[Any](config) as third:  # the handled marks were flushed on close
         assert await third.one_way.get_received_messages("bob", include_read=False) == []
-        assert await third.database.fetch_val("SELECT count(*) FROM messages WHERE handled_at IS NULL") == 0
+        assert await internals(third).database.fetch_val("SELECT count(*) FROM messages WHERE handled_at IS NULL") == 0
 
 
 async def test_agent_past_its_restart_intensity_is_failed_and_others_keep_working(dsn: str) -> None:

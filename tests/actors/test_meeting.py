@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from agent_messaging import AgentMessaging
+from agent_messaging._app import internals
 from agent_messaging.errors import (
     AgentNotFound,
     CrossOrganization,
@@ -154,7 +155,7 @@ async def test_create_errors_leave_nothing(am: AM) -> None:
         with pytest.raises(error):
             await am.meeting.create_meeting(*args, **kwargs)
     assert await am.meeting.list_meetings() == []
-    assert await am.database.fetch_val("SELECT count(*) FROM meeting_participants") == 0
+    assert await internals(am).database.fetch_val("SELECT count(*) FROM meeting_participants") == 0
 
 
 async def test_operation_errors(am: AM) -> None:
@@ -451,7 +452,7 @@ async def test_event_handlers_that_sleep_and_raise(am: AM) -> None:
     history = await am.meeting.get_meeting_history(mid)
     await until(_async(lambda: len(seen) >= len(history)), 5)
     assert seen == [(e.seq, e.type.value) for e in history]
-    assert am.meeting.events.statistics().failed == sum(e.type is E.AGENT_SPOKE for e in history) == 6
+    assert internals(am).events.statistics().failed == sum(e.type is E.AGENT_SPOKE for e in history) == 6
     assert slow_seen == []
 
 
@@ -538,7 +539,7 @@ async def test_history_gap_free_under_concurrency(am: AM) -> None:
         assert [e.seq for e in history] == list(range(1, len(history) + 1))
         assert [e.type for e in history].count(E.AGENT_SPOKE) == 6 * 4
         assert history[-1].type is E.MEETING_ENDED
-    rows = await am.database.fetch(
+    rows = await internals(am).database.fetch(
         "SELECT meeting_id, count(*) AS n, max(seq) AS m FROM meeting_events GROUP BY meeting_id"
     )
     assert all(r["n"] == r["m"] for r in rows)

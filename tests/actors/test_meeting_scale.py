@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from agent_messaging import AgentMessaging
+from agent_messaging._app import internals
 from agent_messaging.models import MeetingEventType, MeetingState, Turn
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,7 @@ async def test_1000_concurrent_meetings_of_3_agents(am: AgentMessaging[Any]) -> 
             for i in range(1000):
                 tg.start_soon(meeting, i)
     assert len(ended) == 1000
-    rows = await am.database.fetch(
+    rows = await internals(am).database.fetch(
         "SELECT count(*) AS n, max(seq) AS m, count(*) FILTER (WHERE type = 'agent_spoke') AS spoke "
         "FROM meeting_events GROUP BY meeting_id"
     )

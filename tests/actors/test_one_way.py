@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.actors.agent import Agent, MessageContext
 from agent_messaging.errors import (
     AgentNotFound,
@@ -41,7 +42,7 @@ async def setup_agents(am: AgentMessaging[Any], *names: str, organization: str =
 
 
 async def message_count(am: AgentMessaging[Any]) -> int:
-    return int(await am.database.fetch_val("SELECT count(*) FROM messages"))
+    return int(await internals(am).database.fetch_val("SELECT count(*) FROM messages"))
 
 
 class Inbox:
@@ -71,7 +72,7 @@ async def test_send_to_one_and_to_many(am: AgentMessaging[Any]) -> None:
     assert isinstance(one, uuid.UUID)
     assert len(many) == 3
     assert len({one, *many}) == 4
-    rows = await am.database.fetch(
+    rows = await internals(am).database.fetch(
         "SELECT m.id, r.external_id AS recipient, s.external_id AS sender, m.kind, m.payload, m.metadata, m.read_at "
         "FROM messages m JOIN agents r ON r.id = m.recipient_id JOIN agents s ON s.id = m.sender_id ORDER BY m.seq"
     )
@@ -93,8 +94,8 @@ async def test_recipients_are_de_duplicated(am: AgentMessaging[Any]) -> None:
 
 async def test_all_recipients_commit_together_or_none(am: AgentMessaging[Any]) -> None:
     await setup_agents(am, "alice", "bob", "carol")
-    await am.services.directory.get("bob")  # cached: the row vanishing below is only seen by the database
-    await am.database.execute("DELETE FROM agents WHERE external_id = 'bob'")
+    await internals(am).services.directory.get("bob")  # cached: the row vanishing below is only seen by the database
+    await internals(am).database.execute("DELETE FROM agents WHERE external_id = 'bob'")
     with pytest.raises(Exception, match="foreign key"):
         await am.one_way.send("alice", ["carol", "bob"], "one row of two cannot be written")
     assert await message_count(am) == 0  # carol's row was not committed either
@@ -412,7 +413,8 @@ async def test_crash_retry_dead_letter_and_retry_dead_letter(dsn: str) -> None:
             assert letter.retried_at is None
             assert await am.get_dead_letters() == [letter]
             assert await am.get_dead_letters("alice") == []
-            [dead] = await am.database.fetch("SELECT dead_at, handled_at FROM messages WHERE id = $1", [poison])
+            sql = "SELECT dead_at, handled_at FROM messages WHERE id = $1"
+            [dead] = await internals(am).database.fetch(sql, [poison])
             assert dead["dead_at"] is not None
             assert dead["handled_at"] is None
 
@@ -424,7 +426,8 @@ async def test_crash_retry_dead_letter_and_retry_dead_letter(dsn: str) -> None:
             assert again.retried_at is not None
 
             async def poison_handled() -> bool:
-                row = await am.database.fetch_row("SELECT handled_at, dead_at FROM messages WHERE id = $1", [poison])
+                sql = "SELECT handled_at, dead_at FROM messages WHERE id = $1"
+                row = await internals(am).database.fetch_row(sql, [poison])
                 return row is not None and row["handled_at"] is not None and row["dead_at"] is None
 
             await eventually(poison_handled)
@@ -455,7 +458,8 @@ async def test_function_handler_retries_with_increasing_attempt(dsn: str) -> Non
         [mid] = await am.one_way.send("alice", "bob", "eventually fine")
 
         async def handled() -> bool:
-            row = await am.database.fetch_row("SELECT handled_at, attempts FROM messages WHERE id = $1", [mid])
+            sql = "SELECT handled_at, attempts FROM messages WHERE id = $1"
+            row = await internals(am).database.fetch_row(sql, [mid])
             return row is not None and row["handled_at"] is not None
 
         await eventually(handled)

@@ -9,6 +9,7 @@ import anyio.abc
 import pytest
 
 from agent_messaging import AgentMessaging, Config, InvalidOperation
+from agent_messaging._app import internals
 
 
 def _runtime(dsn: str, seen: list[tuple[str, Any]], tag: str) -> AgentMessaging[Any]:
@@ -34,15 +35,15 @@ async def test_one_owner_and_messages_reach_it_from_another_runtime(dsn: str) ->
         await first.register_organization("acme", "Acme")
         await first.register_agent("alice", "acme", "Alice")
         await first.register_agent("bob", "acme", "Bob")
-        await _until(lambda: "bob" in first.one_way.host_runtime.hosted)
+        await _until(lambda: "bob" in internals(first).host.hosted)
         async with _runtime(dsn, seen, "second") as second:
-            assert "bob" not in second.one_way.host_runtime.hosted
-            assert "bob" in second.one_way.host_runtime.standby
+            assert "bob" not in internals(second).host.hosted
+            assert "bob" in internals(second).host.standby
             await second.one_way.send("alice", "bob", "via second")
             await _until(lambda: len(seen) == 1)
             assert seen == [("first", "via second")]
-            rows = await second.database.fetch("SELECT runtime_id FROM agent_hosts")
-            assert [r["runtime_id"] for r in rows] == [first.one_way.runtime_id]
+            rows = await internals(second).database.fetch("SELECT runtime_id FROM agent_hosts")
+            assert [r["runtime_id"] for r in rows] == [internals(first).services.runtime_id]
 
 
 async def test_another_runtime_takes_over_when_the_owner_closes(dsn: str) -> None:
@@ -54,7 +55,7 @@ async def test_another_runtime_takes_over_when_the_owner_closes(dsn: str) -> Non
             await owner.register_organization("acme", "Acme")
             await owner.register_agent("alice", "acme", "Alice")
             await owner.register_agent("bob", "acme", "Bob")
-            await _until(lambda: "bob" in owner.one_way.host_runtime.hosted)
+            await _until(lambda: "bob" in internals(owner).host.hosted)
             owner_ready.set()
             await owner_stop.wait()
         owner_closed.set()
@@ -64,10 +65,10 @@ async def test_another_runtime_takes_over_when_the_owner_closes(dsn: str) -> Non
         await owner_ready.wait()
         async with _runtime(dsn, seen, "heir") as heir:
             await anyio.sleep(0.3)
-            assert "bob" not in heir.one_way.host_runtime.hosted  # the owner lives
+            assert "bob" not in internals(heir).host.hosted  # the owner lives
             owner_stop.set()
             await owner_closed.wait()
-            await _until(lambda: "bob" in heir.one_way.host_runtime.hosted)
+            await _until(lambda: "bob" in internals(heir).host.hosted)
             await heir.one_way.send("alice", "bob", "after takeover")
             await _until(lambda: ("heir", "after takeover") in seen)
         assert ("owner", "after takeover") not in seen
@@ -111,7 +112,7 @@ async def test_a_meeting_is_run_by_one_runtime_and_taken_over_when_it_stops(dsn:
                     turns.append(await second.meeting.attend_meeting("p1", meeting))
 
                 meeting_tg.start_soon(attend)
-                await _until(lambda: meeting in second.meeting._actors)
+                await _until(lambda: meeting in internals(second).runners.handles)
                 await _until(lambda: "p1" in _present(second, meeting))
                 with anyio.fail_after(10):
                     meeting_tg.start_soon(second.meeting.start_meeting, "host", meeting, "welcome")
@@ -123,7 +124,7 @@ async def test_a_meeting_is_run_by_one_runtime_and_taken_over_when_it_stops(dsn:
 
 
 def _present(am: AgentMessaging[Any], meeting: Any) -> set[str]:
-    actor = am.meeting._actors[meeting]
+    actor = internals(am).runners.handles[meeting]
     return {name for name, seat in actor.seats.items() if seat.status.value == "present"}
 
 
@@ -139,8 +140,8 @@ async def test_the_sweep_takes_over_an_orphaned_meeting_of_a_hosted_participant(
         meeting = await tg.start(creator.run)
         async with heir:
             await anyio.sleep(0.3)  # several sweeps: the creator lives, so the meeting stays with it
-            assert meeting not in heir.meeting._actors
+            assert meeting not in internals(heir).runners.handles
             await creator.close()
-            await _until(lambda: meeting in heir.meeting._actors)  # taken over by a sweep
+            await _until(lambda: meeting in internals(heir).runners.handles)  # taken over by a sweep
             status = await heir.meeting.get_meeting_status(meeting)
             assert "p1" in {p.agent for p in status.participants}

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from agent_messaging import AgentMessaging, Config, ConfigurationError
+from agent_messaging._app import internals
 from agent_messaging.persistence.database import Database
 from agent_messaging.persistence.migrations import (
     LEDGER,
@@ -130,7 +131,7 @@ async def test_concurrent_apply_migrations_on_separate_pools(empty_dsn: str) -> 
                 tg.start_soon(migrate)
 
     # exactly one opener applied each file; the others found it done
-    assert sorted(len(r) for r in results) == [0, 0, 0, 0, len(available_migrations())]
+    assert sorted(m.version for r in results for m in r) == [m.version for m in available_migrations()]
 
 
 async def test_changed_checksum_is_an_error_naming_the_file(empty_db: Database, empty_dsn: str) -> None:
@@ -152,17 +153,18 @@ async def test_changed_checksum_is_an_error_naming_the_file(empty_db: Database, 
 async def test_failing_migration_leaves_no_partial_state(empty_db: Database) -> None:
     await apply_migrations(empty_db)
     before = await ledger(empty_db)
-    broken = [Migration(2, "broken", "CREATE TABLE x (a int); SELECT nonsense_fn();")]
+    following = len(available_migrations()) + 1
+    broken = [Migration(following, "broken", "CREATE TABLE x (a int); SELECT nonsense_fn();")]
 
     with pytest.raises(Exception, match="nonsense_fn"):
         await apply_migrations(empty_db, broken)
 
     assert not await table_exists(empty_db, "x")
     assert await ledger(empty_db) == before
-    assert await empty_db.fetch_val(f"SELECT count(*) FROM {LEDGER} WHERE version = 2") == 0
+    assert await empty_db.fetch_val(f"SELECT count(*) FROM {LEDGER} WHERE version = $1", [following]) == 0
 
     # a fixed migration with the same number then applies normally
-    fixed = [Migration(2, "fixed", "CREATE TABLE x (a int);")]
+    fixed = [Migration(following, "fixed", "CREATE TABLE x (a int);")]
     assert await apply_migrations(empty_db, fixed) == fixed
     assert await table_exists(empty_db, "x")
 
@@ -179,7 +181,7 @@ async def test_failing_migration_on_an_empty_database_leaves_it_empty(empty_db: 
 
 async def test_runtime_applies_migrations_on_open(empty_dsn: str) -> None:
     async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3)) as am:
-        statuses = await migration_status(am.database)
+        statuses = await migration_status(internals(am).database)
         assert all(s.applied for s in statuses)
         await am.register_organization("acme", "Acme")
         assert (await am.get_organization("acme")).name == "Acme"

@@ -14,8 +14,10 @@ import anyio
 import pytest
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging._app import internals
 from agent_messaging.errors import PersistenceUnavailable
 from agent_messaging.persistence.database import Database
+from agent_messaging.persistence.store import messages
 from agent_messaging.persistence.writer import Write, Writer
 from tests.conftest import admin
 
@@ -99,7 +101,7 @@ async def test_concurrent_writers_share_few_transactions(config: Config) -> None
     async with running_writer(config.dsn_value() or "") as writer:
 
         async def one(row: tuple[Any, ...]) -> None:
-            await writer.write([Write("message.insert", row)])
+            await writer.write([Write(messages.INSERT, row)])
 
         async with anyio.create_task_group() as tg:
             for row in rows:
@@ -117,7 +119,7 @@ async def test_concurrent_sends_share_few_transactions(am: AgentMessaging[Any]) 
     for name in ("alice", "bob", "carol"):
         await am.register_agent(name, "acme", name.title())
     await am.one_way.send("alice", ["bob", "carol"], "warm-up")  # the directory caches the agents
-    before = am.services.writer.statistics()
+    before = internals(am).services.writer.statistics()
     acknowledged: list[uuid.UUID] = []
 
     async def one(i: int) -> None:
@@ -126,11 +128,11 @@ async def test_concurrent_sends_share_few_transactions(am: AgentMessaging[Any]) 
     async with anyio.create_task_group() as tg:
         for i in range(500):
             tg.start_soon(one, i)
-    after = am.services.writer.statistics()
+    after = internals(am).services.writer.statistics()
     assert after.units - before.units == 500
     assert after.transactions - before.transactions < 250, (before, after)
     assert len(set(acknowledged)) == 500
-    rows = await am.database.fetch("SELECT id FROM messages WHERE payload <> '\"warm-up\"'::jsonb")
+    rows = await internals(am).database.fetch("SELECT id FROM messages WHERE payload <> '\"warm-up\"'::jsonb")
     assert {uuid.UUID(str(r["id"])) for r in rows} == set(acknowledged)
 
 
@@ -143,10 +145,10 @@ async def test_closing_while_the_writer_lingers_commits_the_gathered_write(confi
     async with running_writer(dsn, connections=1, linger=5.0) as writer:
         async with anyio.create_task_group() as tg:  # two units in one batch: the next batch lingers
             for row in first:
-                tg.start_soon(writer.write, [Write("message.insert", row)])
+                tg.start_soon(writer.write, [Write(messages.INSERT, row)])
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(writer.write, [Write("message.insert", last)])
+                tg.start_soon(writer.write, [Write(messages.INSERT, last)])
                 await anyio.sleep(0.2)  # the writer holds `last` and lingers for more
                 writer.close()
     assert sorted(await read_ids(dsn)) == sorted(row[0] for row in [*first, last])
@@ -162,7 +164,7 @@ async def test_one_senders_sequential_writes_keep_their_order(config: Config) ->
         async def sender(name: str) -> None:
             for i in range(40):
                 row = message_row(ids, name, "bob", {"i": i})
-                await writer.write([Write("message.insert", row)])
+                await writer.write([Write(messages.INSERT, row)])
                 written[name].append(row[0])
 
         async with anyio.create_task_group() as tg:
@@ -183,7 +185,7 @@ async def test_terminated_connections_lose_and_duplicate_nothing(am: AgentMessag
     errors: list[BaseException] = []
     stop = anyio.Event()
     recipients = ["bob", "carol", "dave"]
-    before = am.services.writer.statistics()
+    before = internals(am).services.writer.statistics()
 
     async def sender(i: int) -> None:
         n = 0
@@ -203,7 +205,7 @@ async def test_terminated_connections_lose_and_duplicate_nothing(am: AgentMessag
             killed += len(await anyio.to_thread.run_sync(admin, dsn, TERMINATE))
         await anyio.sleep(0.05)
         stop.set()
-    after = am.services.writer.statistics()
+    after = internals(am).services.writer.statistics()
 
     assert killed >= 1
     assert errors == []
@@ -245,7 +247,7 @@ async def test_database_down_longer_than_the_timeout(dsn: str, server_dsn: str) 
             assert all(isinstance(r, PersistenceUnavailable) for r in results), results
             # the writer kept retrying until the timeout before giving up (not a first-failure error)
             assert anyio.current_time() - started >= 1
-            assert am.services.writer.statistics().retries > 0
+            assert internals(am).services.writer.statistics().retries > 0
         finally:
             await anyio.to_thread.run_sync(lambda: admin(server_dsn, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         assert await read_ids(dsn) == first  # nothing of the failed sends was written, not even half
@@ -263,11 +265,11 @@ async def test_database_down_longer_than_the_timeout(dsn: str, server_dsn: str) 
 async def test_an_invalid_unit_fails_alone(config: Config) -> None:
     ids = await make_agents(config, "alice", "bob")
     dsn = config.dsn_value() or ""
-    valid = [[Write("message.insert", message_row(ids, "alice", "bob", {"i": i}))] for i in range(30)]
+    valid = [[Write(messages.INSERT, message_row(ids, "alice", "bob", {"i": i}))] for i in range(30)]
     # a unit of two rows, one of which names a recipient that does not exist (foreign key violation)
     bad = [
-        Write("message.insert", message_row(ids, "alice", "bob", "fine on its own")),
-        Write("message.insert", message_row(ids, "alice", uuid.uuid4(), "orphan")),
+        Write(messages.INSERT, message_row(ids, "alice", "bob", "fine on its own")),
+        Write(messages.INSERT, message_row(ids, "alice", uuid.uuid4(), "orphan")),
     ]
     outcome: dict[int, BaseException | None] = {}
     async with running_writer(dsn, linger=0.005) as writer:
@@ -287,7 +289,7 @@ async def test_an_invalid_unit_fails_alone(config: Config) -> None:
                 tg.start_soon(one, key, unit)
         stats = writer.statistics()
         # the writer goes on working after a failed unit
-        await writer.write([Write("message.insert", message_row(ids, "alice", "bob", "later"))])
+        await writer.write([Write(messages.INSERT, message_row(ids, "alice", "bob", "later"))])
 
     error = outcome.pop(-1)
     assert error is not None
@@ -303,5 +305,5 @@ async def test_an_invalid_unit_fails_alone(config: Config) -> None:
 async def test_unknown_write_kind_is_refused(config: Config) -> None:
     async with running_writer(config.dsn_value() or "") as writer:
         with pytest.raises(ValueError, match="unknown write kind"):
-            await writer.write([Write("no.such.kind", ())])
+            await writer.write([Write("no.such.kind", ())])  # type: ignore[arg-type]
         assert writer.statistics().units == 0

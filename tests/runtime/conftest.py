@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from agent_messaging.runtime._logging import CHATTY_LOGGERS
+from agent_messaging.cli._logging import CHATTY_LOGGERS
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from agent_messaging import AgentMessaging, Config, MessageContext, Turn
-from agent_messaging.runtime.cli import app
+from agent_messaging.cli import app
 
 UNREACHABLE = "postgresql://someone:s3cr3t-pw@127.0.0.1:1/nowhere"
 
@@ -92,7 +92,7 @@ async def test_inspection_commands(runtime_config: Config, dsn: str) -> None:
         meeting = await seed(am)
         await handled.wait()
 
-        # agents list: hosted here (this pid, alive), unread counts, restarts unknown out of process
+        # agents list: hosted here (this pid, alive), unread counts, restarts as stored (readable anywhere)
         agents = {a["agent"]: a for a in ok_json(await cli(dsn, "agents", "list", "--org", "acme", "--json"))}
         assert set(agents) == {"boss", "worker", "broken", "reader", "p1"}
         assert agents["worker"]["hosted"]
@@ -101,7 +101,7 @@ async def test_inspection_commands(runtime_config: Config, dsn: str) -> None:
         assert agents["reader"]["runtime"] is None
         assert agents["reader"]["unread"] == 2
         assert agents["broken"]["dead_letters"] == 1
-        assert agents["broken"]["restarts"] is None
+        assert agents["broken"]["restarts"] == 0  # max_attempts 1: dead-lettered without a restart
         table = await cli(dsn, "agents", "list")
         assert table.exit_code == 0
         assert "stranger" in table.stdout

@@ -53,7 +53,18 @@ class Agent(Generic[T]):
       what it returns is spoken (None passes the floor).
     - ``on_stop``: run when the agent stops normally (runtime closing); errors
       are logged and ignored.
+
+    Before ``on_start`` the runtime sets two attributes on the instance:
+    :attr:`messaging` (the ``AgentMessaging`` runtime that hosts it, to send,
+    call or meet from the hooks) and :attr:`agent_id` (the agent's external id).
+    Host a class (``am.host("bob", Bob)``) for a fresh instance per (re)start, or
+    an instance (``am.host("bob", Bob(...))``) to keep one across restarts.
     """
+
+    messaging: Any
+    """The ``AgentMessaging`` runtime hosting this agent (set before ``on_start``)."""
+    agent_id: str
+    """The external id this instance is hosted as (set before ``on_start``)."""
 
     async def on_start(self) -> None:
         """Called before the first message of this instance."""

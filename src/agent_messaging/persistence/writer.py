@@ -18,7 +18,6 @@ rows are invalid fails alone: the batch is retried unit by unit to isolate it.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..errors import PersistenceUnavailable
 from .database import Database, is_connection_error
 
-__all__ = ["NOTIFY_CHANNEL", "STATEMENTS", "Statement", "Write", "Writer", "WriterStatistics"]
+__all__ = ["JSON_COLUMNS", "NOTIFY_CHANNEL", "Statement", "Write", "Writer", "WriterStatistics", "insert_statement"]
 
 log = structlog.get_logger("agent_messaging.writer")
 NOTIFY_CHANNEL = "agent_messaging"
@@ -43,174 +42,47 @@ _PARAM = re.compile(r"\$(\d+)")
 
 @dataclass(frozen=True)
 class Statement:
-    """A batched statement: ``sql`` takes one array parameter per column; ``rank`` orders kinds in a batch."""
+    """A batched write statement: ``sql`` takes one array parameter per column.
 
+    The stores under :mod:`agent_messaging.persistence.store` define them; the
+    writer knows none by name. ``rank`` orders the kinds of statement inside one
+    batch (lower first), so that, say, a conversation row is inserted before the
+    message that refers to it.
+    """
+
+    name: str
     rank: int
     sql: str
 
+    def __repr__(self) -> str:
+        return f"Statement({self.name!r})"
 
-def _insert(table: str, columns: str, types: str, conflict: str = "DO NOTHING") -> str:
+
+#: Columns :func:`insert_statement` casts from JSON text to jsonb.
+JSON_COLUMNS = frozenset({"payload", "metadata", "data"})
+
+
+def insert_statement(
+    name: str, rank: int, table: str, columns: str, types: str, conflict: str = "DO NOTHING"
+) -> Statement:
+    """A multi-row ``INSERT ... SELECT FROM unnest(...)``; columns in :data:`JSON_COLUMNS` are cast to jsonb."""
     names = [c.strip() for c in columns.split(",")]
     kinds = [t.strip() for t in types.split(",")]
     arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(kinds, 1))
-    select = ", ".join(f"u.{n}::jsonb" if n in _JSON_COLUMNS else f"u.{n}" for n in names)
-    return (
+    select = ", ".join(f"u.{n}::jsonb" if n in JSON_COLUMNS else f"u.{n}" for n in names)
+    return Statement(
+        name,
+        rank,
         f"INSERT INTO {table} ({', '.join(names)}) SELECT {select} FROM unnest({arrays}) AS u({', '.join(names)}) "
-        f"ON CONFLICT {conflict}"
+        f"ON CONFLICT {conflict}",
     )
-
-
-_JSON_COLUMNS = {"payload", "metadata", "data"}
-
-#: Every batched write the runtime makes, by kind. Lower rank runs first in a batch.
-STATEMENTS: dict[str, Statement] = {
-    "conversation.open": Statement(
-        10,
-        _insert(
-            "conversations",
-            "id, organization_id, agent_a, agent_b",
-            "uuid, uuid, uuid, uuid",
-        ),
-    ),
-    "conversation.end": Statement(
-        11,
-        "UPDATE conversations c SET status = 'ended', ended_at = now(), ended_by = u.ended_by "
-        "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, ended_by) WHERE c.id = u.id AND c.status = 'active'",
-    ),
-    "message.insert": Statement(
-        20,
-        _insert(
-            "messages",
-            "id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, payload, metadata, "
-            "reply_deadline",
-            "uuid, uuid, text, uuid, uuid, uuid, uuid, text, text, timestamptz",
-            "(id) DO NOTHING",
-        ),
-    ),
-    # a conversation message (conversations layer): its session is the request's (replies), else the pair's
-    # active one, else the candidate opened by a "conversation.open" row of the same unit; a reply to an
-    # already answered request is dropped (the first reply wins); ``consumed`` inserts it already read.
-    "conversation.message": Statement(
-        21,
-        "INSERT INTO messages (id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, "
-        "payload, metadata, reply_deadline, read_at) "
-        "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
-        "coalesce((SELECT q.conversation_id FROM messages q WHERE q.id = u.in_reply_to), "
-        "(SELECT c.id FROM conversations c WHERE c.agent_a = least(u.sender_id, u.recipient_id) "
-        "AND c.agent_b = greatest(u.sender_id, u.recipient_id) AND c.status = 'active'), u.conversation_id), "
-        "u.in_reply_to, u.payload::jsonb, u.metadata::jsonb, u.reply_deadline, CASE WHEN u.consumed THEN now() END "
-        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
-        "$9::text[], $10::timestamptz[], $11::bool[]) AS u(id, organization_id, kind, sender_id, recipient_id, "
-        "conversation_id, in_reply_to, payload, metadata, reply_deadline, consumed) "
-        "WHERE u.in_reply_to IS NULL OR NOT EXISTS "
-        "(SELECT 1 FROM messages q WHERE q.id = u.in_reply_to AND q.replied_at IS NOT NULL) "
-        "ON CONFLICT (id) DO NOTHING",
-    ),
-    "conversation.unread": Statement(
-        37,
-        "UPDATE messages m SET read_at = NULL FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
-    ),
-    "message.read": Statement(
-        30,
-        "UPDATE messages m SET read_at = coalesce(m.read_at, now()) FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
-    ),
-    "message.handled": Statement(
-        31,
-        "UPDATE messages m SET handled_at = coalesce(m.handled_at, now()), read_at = coalesce(m.read_at, now()), "
-        "attempts = greatest(m.attempts, u.attempts) "
-        "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
-    ),
-    "message.attempt": Statement(
-        32,
-        "UPDATE messages m SET attempts = greatest(m.attempts, u.attempts) "
-        "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
-    ),
-    "message.replied": Statement(
-        33,
-        "UPDATE messages m SET replied_at = coalesce(m.replied_at, now()) FROM unnest($1::uuid[]) AS u(id) "
-        "WHERE m.id = u.id",
-    ),
-    "message.timed_out": Statement(
-        34,
-        "UPDATE messages m SET timed_out_at = coalesce(m.timed_out_at, now()) FROM unnest($1::uuid[]) AS u(id) "
-        "WHERE m.id = u.id AND m.replied_at IS NULL",
-    ),
-    "message.dead": Statement(
-        35,
-        "UPDATE messages m SET dead_at = coalesce(m.dead_at, now()), attempts = greatest(m.attempts, u.attempts) "
-        "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
-    ),
-    "dead_letter.insert": Statement(
-        36,
-        "INSERT INTO dead_letters (message_id, agent_id, attempts, error) "
-        "SELECT u.message_id, u.agent_id, u.attempts, u.error "
-        "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(message_id, agent_id, attempts, error) "
-        "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.message_id = u.message_id AND d.retried_at IS NULL)",
-    ),
-    "meeting.create": Statement(
-        40,
-        _insert(
-            "meetings",
-            "id, organization_id, host_id, turn_duration, speaker_selection",
-            "uuid, uuid, uuid, float8, text",
-        ),
-    ),
-    "meeting.host": Statement(
-        41,
-        _insert(
-            "meeting_hosts",
-            "meeting_id, runtime_key, runtime_id, hostname, pid",
-            "uuid, bigint, text, text, int",
-        ),
-    ),
-    "meeting.participant": Statement(
-        41,
-        _insert(
-            "meeting_participants",
-            "meeting_id, agent_id, position, status, joined_at",
-            "uuid, uuid, int, text, timestamptz",
-        ),
-    ),
-    "meeting.participant_state": Statement(
-        42,
-        "UPDATE meeting_participants p SET status = u.status, "
-        "last_turn_seq = greatest(p.last_turn_seq, u.last_turn_seq), "
-        "joined_at = CASE WHEN u.status = 'present' THEN coalesce(p.joined_at, now()) ELSE p.joined_at END, "
-        "left_at = CASE WHEN u.status = 'left' THEN coalesce(p.left_at, now()) ELSE p.left_at END "
-        "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) "
-        "AS u(meeting_id, agent_id, status, last_turn_seq) "
-        "WHERE p.meeting_id = u.meeting_id AND p.agent_id = u.agent_id",
-    ),
-    "meeting.event": Statement(
-        43,
-        _insert(
-            "meeting_events",
-            "meeting_id, seq, type, agent_id, payload, turn_number, data, created_at",
-            "uuid, bigint, text, uuid, text, int, text, timestamptz",
-        ),
-    ),
-    "meeting.state": Statement(
-        44,
-        "UPDATE meetings m SET status = u.status, floor_holder = u.floor_holder, turn_number = u.turn_number, "
-        "turn_deadline = u.turn_deadline, last_seq = greatest(m.last_seq, u.last_seq), "
-        "started_at = CASE WHEN u.status = 'active' THEN coalesce(m.started_at, now()) ELSE m.started_at END, "
-        "ended_at = CASE WHEN u.status = 'ended' THEN coalesce(m.ended_at, now()) ELSE m.ended_at END "
-        "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[]) "
-        "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq) WHERE m.id = u.id",
-    ),
-}
-
-
-def to_json(value: Any) -> str | None:
-    """JSON text for a jsonb column (None stays NULL)."""
-    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
 class Write:
-    """One row for one statement kind (columns in the statement's order; json columns as JSON text)."""
+    """One row for one statement (columns in the statement's order; json columns as JSON text)."""
 
-    kind: str
+    statement: Statement
     row: tuple[Any, ...]
 
 
@@ -276,8 +148,8 @@ class Writer:
         """
         unit = _Unit(list(writes), frozenset(notify), anyio.current_time() + self.timeout)
         for w in unit.writes:
-            if w.kind not in STATEMENTS:
-                raise ValueError(f"unknown write kind {w.kind!r}")
+            if not isinstance(w.statement, Statement):
+                raise ValueError(f"unknown write kind {w.statement!r}: a Write takes a store's Statement")
         if not unit.writes and not unit.notify:
             return
         if self._send is None:
@@ -427,12 +299,12 @@ class Writer:
 
 async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin: str) -> None:
     """Write a batch as ONE statement (data-modifying CTEs, run in autocommit: atomic, one round trip)."""
-    by_kind: dict[str, list[tuple[Any, ...]]] = {}
+    by_kind: dict[Statement, list[tuple[Any, ...]]] = {}
     for unit in batch:
         for w in unit.writes:
-            rows = by_kind.get(w.kind)
+            rows = by_kind.get(w.statement)
             if rows is None:
-                by_kind[w.kind] = [w.row]
+                by_kind[w.statement] = [w.row]
             else:
                 rows.append(w.row)
     kinds = tuple(sorted(by_kind, key=_rank))
@@ -454,17 +326,17 @@ def _shift(sql: str, offset: int) -> str:
     return _PARAM.sub(lambda match: f"${int(match.group(1)) + offset}", sql)
 
 
-def _rank(kind: str) -> int:
-    return STATEMENTS[kind].rank
+def _rank(statement: Statement) -> int:
+    return statement.rank
 
 
 @functools.lru_cache(maxsize=512)
-def _batch_sql(kinds: tuple[str, ...], with_notify: bool) -> str:
+def _batch_sql(kinds: tuple[Statement, ...], with_notify: bool) -> str:
     """The statement for a batch with these kinds (cached: batches repeat a few shapes)."""
     parts: list[str] = []
     offset = 0
     for kind in kinds:
-        sql = STATEMENTS[kind].sql
+        sql = kind.sql
         count = len(set(_PARAM.findall(sql)))
         parts.append(f"w{len(parts)} AS ({_shift(sql, offset)})")
         offset += count

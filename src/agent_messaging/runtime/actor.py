@@ -20,6 +20,7 @@ tells are dropped, and later tells and asks raise ``ActorStopped``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -27,8 +28,9 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from agent_messaging.errors import ActorStopped, MailboxFull
-from agent_messaging.runtime.mailbox import Mailbox, MailboxStatistics
+from ..errors import ActorStopped, MailboxFull
+from ._slot import Slot
+from .mailbox import Mailbox, MailboxStatistics
 
 __all__ = ["Actor", "ActorRef", "spawn"]
 
@@ -38,39 +40,12 @@ log = structlog.get_logger()
 _KERNEL = object()
 
 
-class _Reply:
-    """The one-shot reply slot of an ask: set once, by the actor or by the kernel."""
-
-    __slots__ = ("_done", "_error", "_value")
-
-    def __init__(self) -> None:
-        self._done = anyio.Event()
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    def resolve(self, value: Any) -> None:
-        if not self._done.is_set():
-            self._value = value
-            self._done.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self._done.is_set():
-            self._error = error
-            self._done.set()
-
-    async def wait(self) -> Any:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 class _Envelope(Generic[M]):
     """A message in a mailbox; ``reply`` is ``None`` for a tell."""
 
     __slots__ = ("message", "reply")
 
-    def __init__(self, message: M, reply: _Reply | None) -> None:
+    def __init__(self, message: M, reply: Slot[Any] | None) -> None:
         self.message = message
         self.reply = reply
 
@@ -92,6 +67,14 @@ class Actor(Generic[M]):
     stop_timeout: float = 5.0
     """Seconds ``on_stop`` may take (shielded from cancellation) before it is cut short."""
 
+    receive_deadline: float = math.inf
+    """Clock time (``anyio.current_time()``) by which, if no message arrived, :meth:`on_timeout` runs.
+
+    The kernel waits for the next message under a cancel scope with this
+    deadline (like Erlang's ``receive ... after``): a timer without a timer
+    task. ``inf`` (the default) waits for ever. Set it from any hook.
+    """
+
     async def on_start(self) -> None:
         """Run by the kernel before the first message of this instance.
 
@@ -111,6 +94,14 @@ class Actor(Generic[M]):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement on_receive")
 
+    async def on_timeout(self) -> None:
+        """Run by the actor's task when :attr:`receive_deadline` passed with the mailbox empty.
+
+        Set a new deadline here (or leave ``inf``), else it runs again at once.
+        If it raises, ``on_failure(exc, None)`` runs and the actor crashes.
+        """
+        self.receive_deadline = math.inf
+
     async def on_stop(self) -> None:
         """Run by the actor's task when this instance stops without crashing.
 
@@ -123,9 +114,9 @@ class Actor(Generic[M]):
         """
 
     async def on_failure(self, exc: BaseException, message: M | None) -> None:
-        """Run by the actor's task when ``on_receive`` raised for a tell, or ``on_start`` raised.
+        """Run by the actor's task when ``on_receive`` raised for a tell, or ``on_start`` / ``on_timeout`` raised.
 
-        ``message`` is the tell being handled (``None`` for ``on_start``).
+        ``message`` is the tell being handled (``None`` for ``on_start`` and ``on_timeout``).
         ``on_stop`` does not run after it. The original error then propagates
         out of the actor; if this hook raises, its error propagates instead,
         chained to the original.
@@ -156,7 +147,7 @@ class ActorRef(Generic[M]):
         self._name = name
         self._mailbox: Mailbox[_Item[M]] = Mailbox(name, mailbox_size)
         self._exit_requested = False
-        self._in_flight: _Reply | None = None
+        self._in_flight: Slot[Any] | None = None
         self._closing = anyio.Event()
         self._stopped = anyio.Event()
 
@@ -199,7 +190,7 @@ class ActorRef(Generic[M]):
 
         :raises ActorStopped: the actor stopped before (or while) handling it.
         """
-        reply = _Reply()
+        reply: Slot[Any] = Slot()
         await self._mailbox.send(_Envelope(message, reply))
         return await reply.wait()
 
@@ -309,7 +300,19 @@ async def _run_instance(
     try:
         while not ref._exit_requested:
             try:
-                item = await mailbox.receive()
+                if actor.receive_deadline == math.inf:
+                    item = await mailbox.receive()
+                else:
+                    item = None
+                    with anyio.CancelScope(deadline=actor.receive_deadline) as timer:
+                        item = await mailbox.receive()
+                    if timer.cancelled_caught and item is None:
+                        try:
+                            await actor.on_timeout()
+                        except Exception as exc:
+                            await actor.on_failure(exc, None)
+                            raise
+                        continue
             except anyio.EndOfStream:
                 break  # intake closed and queue drained: graceful stop
             if item is None:

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from agent_messaging.errors import ActorStopped, InvalidArgument, MailboxFull
+from ..errors import ActorStopped, InvalidArgument, MailboxFull
 
 __all__ = ["Mailbox", "MailboxStatistics"]
 

@@ -33,7 +33,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from agent_messaging.errors import (
+from ..errors import (
     ActorStopped,
     AlreadyExists,
     InvalidArgument,
@@ -41,7 +41,7 @@ from agent_messaging.errors import (
     NotFound,
     SupervisorFailed,
 )
-from agent_messaging.runtime.actor import Actor, ActorRef, _new_ref, _run_instance
+from .actor import Actor, ActorRef, _new_ref, _run_instance
 
 __all__ = ["ChildSpec", "RestartType", "Strategy", "Supervisor", "SupervisorSpec", "SupervisorStatistics"]
 

@@ -4,112 +4,57 @@ A message reaches an agent actor three ways: straight after its commit when
 the sender is in this process; from the database when the agent starts
 (everything unread, in order, before new messages); and from the database when
 a NOTIFY or the periodic sweep says another process wrote something for it.
-Each actor remembers the ids it has queued so a message is queued once.
+Each hosted agent remembers the ids it has queued so a message is queued once.
 
-The handler runs one message at a time. If it returns, the message is marked
-handled (batched through the writer; losing that mark only means a
-redelivery). If it raises, the attempt is recorded and the actor crashes; the
-supervisor restarts it with backoff and the fresh instance retries the same
-message first. After ``max_attempts`` the message is dead-lettered and the
-agent moves on. Past its restart intensity an agent is marked failed.
+Hosting is claimed through this runtime's presence: an agent hosted by another
+live runtime waits here on *standby* and is taken over when that runtime dies.
+Past its restart intensity an agent is marked ``failed``. The handling of each
+message (retries, dead letters, replies) is the agent actor's
+(:mod:`.agent_actor`).
 """
 
 from __future__ import annotations
 
-import contextvars
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import ActorStopped
-from ..models import Agent as AgentModel
-from ..models import AgentStatus, MessageKind
-from ..persistence.presence import Presence
-from ..persistence.writer import Write
-from ..runtime._services import Services
-from ..runtime.actor import Actor, ActorRef
-from ..runtime.registry import HostSpec, Registry
+from ..models import AgentInfo, AgentStatus
+from ..persistence.store import messages as store
 from ..runtime.supervisor import ChildSpec, Supervisor
-from ._delivery import Envelope, fetch_messages
-from .agent import Agent, MessageContext
+from .agent_actor import AgentActor, Bind, HostedAgent
+from .calls import Calls
+from .envelope import Envelope, envelope_from_row
+from .registry import HostSpec, Registry
+from .services import Services
 
-__all__ = ["CURRENT_AGENT", "AgentHost", "HostedAgent"]
+__all__ = ["AgentHost"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.agent")
-
-#: The agent whose handler is running in this task (None outside handlers). Used for deadlock detection.
-CURRENT_AGENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_messaging_agent", default=None)
-
-ReplyHook = Callable[[Envelope[Any], Any], Awaitable[None]]
-_KNOWN_LIMIT = 100_000
 _PAGE = 500
-
-
-class HostedAgent(Generic[T]):
-    """Bookkeeping of one hosted agent that outlives its actor instances."""
-
-    def __init__(self, spec: HostSpec, agent: AgentModel) -> None:
-        self.spec = spec
-        self.agent = agent
-        self.ref: ActorRef[Envelope[T]] | None = None
-        self.inflight: Envelope[T] | None = None
-        self.known: OrderedDict[uuid.UUID, None] = OrderedDict()
-        self.dead: dict[uuid.UUID, float] = {}
-        self.restarts = 0
-        self.failed = False
-        # True until the first read of its backlog is done: direct deliveries wait for it (order)
-        self.catching_up = True
-        self.poked = False
-
-    def mark_known(self, message_id: uuid.UUID) -> bool:
-        """Remember ``message_id``; False if it was already known (queued once)."""
-        if message_id in self.known:
-            return False
-        self.known[message_id] = None
-        if len(self.known) > _KNOWN_LIMIT:
-            self.known.popitem(last=False)
-        return True
-
-
-class _AgentActor(Actor[Envelope[T]]):
-    def __init__(self, host: AgentHost[T], hosted: HostedAgent[T]) -> None:
-        self.host = host
-        self.hosted = hosted
-        self.agent: Agent[T] = hosted.spec.make()
-
-    async def on_start(self) -> None:
-        await self.agent.on_start()
-        pending = self.hosted.inflight
-        if pending is not None:
-            await self.on_receive(pending)
-
-    async def on_stop(self) -> None:
-        await self.agent.on_stop()
-
-    async def on_receive(self, message: Envelope[T]) -> Any:
-        return await self.host.handle(self.hosted, self.agent, message)
 
 
 class AgentHost(Generic[T]):
     """Runs the agent supervisor and feeds hosted agents their messages."""
 
-    def __init__(self, services: Services[T], registry: Registry[T], runtime_id: str) -> None:
+    def __init__(self, services: Services[T], registry: Registry[T], calls: Calls[T], bind: Bind) -> None:
         self.services = services
         self.registry = registry
-        self.presence = Presence(services.db, runtime_id)
+        self.calls = calls
+        self.bind = bind
+        self.presence = services.presence
         self.hosted: dict[str, HostedAgent[T]] = {}
         self.by_id: dict[uuid.UUID, HostedAgent[T]] = {}
         self.waiting: dict[str, HostSpec] = {}
-        self.standby: dict[str, tuple[HostSpec, AgentModel]] = {}
+        self.standby: dict[str, tuple[HostSpec, AgentInfo]] = {}
         self._pending: list[HostSpec] = []
         self._sweeping = False
-        self.reply_hook: ReplyHook | None = None
         cfg = services.config
         self.supervisor = Supervisor(
             "agents",
@@ -120,11 +65,11 @@ class AgentHost(Generic[T]):
             shutdown_timeout=cfg.shutdown_grace,
             on_child_failed=self._child_failed,
         )
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._tg: TaskGroup | None = None
+        services.news.subscribe(self.on_news)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the agent supervisor, host every registered spec, and serve until cancelled."""
-        await self.presence.open()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -132,7 +77,7 @@ class AgentHost(Generic[T]):
                 await self.host_many(list(self.registry.hosts.values()))
                 task_status.started()
         finally:
-            await self.presence.close()
+            self._tg = None
 
     async def drain(self) -> None:
         """Stop intake and let running handlers finish (bounded by the caller's cancel scope)."""
@@ -167,8 +112,8 @@ class AgentHost(Generic[T]):
         specs = [spec for spec in specs if spec.agent not in self.hosted]
         if not specs:
             return
-        found = await self.services.directory.repo.get_many([spec.agent for spec in specs])
-        ready: list[tuple[HostSpec, AgentModel]] = []
+        found = await self.services.directory.agents.get_many([spec.agent for spec in specs])
+        ready: list[tuple[HostSpec, AgentInfo]] = []
         for spec in specs:
             agent = found.get(spec.agent)
             if agent is None:
@@ -180,6 +125,7 @@ class AgentHost(Generic[T]):
             self.waiting.pop(spec.agent, None)
             ready.append((spec, agent))
         claimed = await self.presence.claim([agent.id for _spec, agent in ready])
+        restarts = await self.services.directory.agents.restart_counts(list(claimed))
         started: list[HostedAgent[T]] = []
         for spec, agent in ready:
             if agent.id not in claimed:
@@ -187,7 +133,7 @@ class AgentHost(Generic[T]):
                 log.info("agent.hosted_elsewhere", agent=spec.agent)
                 continue
             self.standby.pop(spec.agent, None)
-            started.append(await self._start_actor(spec, agent, catch_up=False))
+            started.append(await self._start_actor(spec, agent, restarts.get(agent.id, 0), catch_up=False))
         if started:
             with_news = await self._with_unread(started)
             for hosted in started:
@@ -198,20 +144,17 @@ class AgentHost(Generic[T]):
 
     async def _with_unread(self, agents: list[HostedAgent[T]]) -> set[uuid.UUID]:
         """The ids of those of ``agents`` with unread messages in the database (one query)."""
-        rows = await self.services.db.fetch(
-            "SELECT DISTINCT recipient_id FROM messages WHERE recipient_id = ANY($1::uuid[]) "
-            "AND read_at IS NULL AND dead_at IS NULL",
-            [[hosted.agent.id for hosted in agents]],
-        )
-        return {uuid.UUID(str(row["recipient_id"])) for row in rows}
+        return await store.with_unread(self.services.db, [hosted.agent.id for hosted in agents])
 
-    async def _start_actor(self, spec: HostSpec, agent: AgentModel, *, catch_up: bool = True) -> HostedAgent[T]:
-        hosted: HostedAgent[T] = HostedAgent(spec, agent)
+    async def _start_actor(
+        self, spec: HostSpec, agent: AgentInfo, restarts: int = 0, *, catch_up: bool = True
+    ) -> HostedAgent[T]:
+        hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
         child = ChildSpec(
             name=spec.agent,
-            factory=lambda: _AgentActor(self, hosted),
+            factory=lambda: AgentActor(self.services, self.calls, hosted, self.committed, self.bind),
             restart=spec.restart,
             mailbox_size=self.services.config.mailbox_size,
             escalate=False,
@@ -227,7 +170,7 @@ class AgentHost(Generic[T]):
         assert self._tg is not None
         self._tg.start_soon(self._catch_up, hosted)
 
-    async def registered(self, agent: AgentModel) -> None:
+    async def registered(self, agent: AgentInfo) -> None:
         """An agent was registered: host it if a spec was waiting for it."""
         spec = self.waiting.get(agent.external_id)
         if spec is not None:
@@ -300,7 +243,8 @@ class AgentHost(Generic[T]):
                     spec, agent = wanted[agent_id]
                     self.standby.pop(spec.agent, None)
                     log.info("agent.taken_over", agent=spec.agent)
-                    await self._start_actor(spec, agent)
+                    restarts = await self.services.directory.agents.restart_counts([agent.id])
+                    await self._start_actor(spec, agent, restarts.get(agent.id, 0))
             if self.waiting:  # registered by another process meanwhile?
                 await self.host_many(list(self.waiting.values()))
         except Exception as exc:  # the next sweep tries again
@@ -330,14 +274,11 @@ class AgentHost(Generic[T]):
     async def unread(self, hosted: HostedAgent[T]) -> AsyncIterator[Envelope[T]]:
         """The agent's unread messages from the database, in order, that are not queued yet (now marked queued)."""
         after, full = 0, True
+        codec = self.services.codec
         while full:
             started = anyio.current_time()
-            envs = await fetch_messages(
-                self.services,
-                "m.recipient_id = $1 AND m.read_at IS NULL AND m.dead_at IS NULL AND m.seq > $2",
-                [hosted.agent.id, after],
-                limit=_PAGE,
-            )
+            rows = await store.unread_after(self.services.db, hosted.agent.id, after, _PAGE)
+            envs = [envelope_from_row(codec, row) for row in rows]
             for env in envs:
                 dead_at = hosted.dead.get(env.id)
                 if dead_at is not None and started > dead_at:  # dead-lettered here, since retried
@@ -349,68 +290,6 @@ class AgentHost(Generic[T]):
             if envs:
                 after = envs[-1].seq
 
-    # ------------------------------------------------------------- handling
-
-    async def handle(self, hosted: HostedAgent[T], agent: Agent[T], env: Envelope[T]) -> Any:
-        """Run the handler for one message (called from the agent's actor task)."""
-        attempt = env.attempts + 1
-        ctx: MessageContext[T] = MessageContext(
-            agent=hosted.spec.agent,
-            sender=env.sender,
-            message_id=env.id,
-            kind=env.kind,
-            attempt=attempt,
-            created_at=env.created_at,
-            metadata=env.metadata,
-            conversation_id=env.conversation_id,
-            in_reply_to=env.in_reply_to,
-            seq=env.seq,
-        )
-        token = CURRENT_AGENT.set(hosted.spec.agent)
-        log_tokens = structlog.contextvars.bind_contextvars(agent=hosted.spec.agent, message_id=str(env.id))
-        hosted.inflight = env
-        try:
-            result = await agent.on_message(env.payload, ctx)
-        except Exception as exc:
-            env.attempts = attempt
-            if attempt >= self.services.config.max_attempts:
-                hosted.inflight = None
-                await self._dead_letter(hosted, env, exc)
-                return None
-            self.services.writer.submit_nowait([Write("message.attempt", (env.id, attempt))])
-            log.warning(
-                "agent.handler_failed",
-                agent=hosted.spec.agent,
-                message_id=str(env.id),
-                attempt=attempt,
-                error=repr(exc),
-            )
-            hosted.restarts += 1
-            raise
-        finally:
-            structlog.contextvars.reset_contextvars(**log_tokens)
-            CURRENT_AGENT.reset(token)
-        hosted.inflight = None
-        if env.kind is MessageKind.REQUEST and result is not None and self.reply_hook is not None:
-            await self.reply_hook(env, result)
-        self.services.writer.submit_nowait([Write("message.handled", (env.id, attempt))])
-        return result
-
-    async def _dead_letter(self, hosted: HostedAgent[T], env: Envelope[T], exc: BaseException) -> None:
-        error = f"{type(exc).__name__}: {exc}"[:4000]
-        await self.services.writer.write(
-            [
-                Write("message.dead", (env.id, env.attempts)),
-                Write("dead_letter.insert", (env.id, hosted.agent.id, env.attempts, error)),
-            ]
-        )
-        # A catch-up that reads the message after this commit and still finds it unread and
-        # not dead is seeing a retry (from any process), and may queue it again.
-        hosted.dead[env.id] = anyio.current_time()
-        log.warning(
-            "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
-        )
-
     def _child_failed(self, name: str, exc: BaseException) -> None:
         hosted = self.hosted.get(name)
         if hosted is None:
@@ -421,4 +300,4 @@ class AgentHost(Generic[T]):
             self._tg.start_soon(self._mark_failed, hosted)
 
     async def _mark_failed(self, hosted: HostedAgent[T]) -> None:
-        await self.services.directory.repo.set_status(hosted.agent.id, AgentStatus.FAILED)
+        await self.services.directory.agents.set_status(hosted.agent.id, AgentStatus.FAILED)

@@ -17,14 +17,12 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..actors import _meeting_store as store
-from ..errors import AgentNotFound, DeadLetterNotFound, MeetingNotFound, OrganizationNotFound
+from ..errors import DeadLetterNotFound, MeetingNotFound
 from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus
 from ..persistence.database import Database, Row
-from ..persistence.presence import hosts
-from ..persistence.writer import NOTIFY_CHANNEL
-from ._services import Codec
-from .cli import DsnOption, JsonOption, _database, _fail, _print_json, _run, _settings, _table
+from ..persistence.store import hosts, meetings as store, messages as message_store
+from ..persistence.store.agents import Agents
+from ._common import DsnOption, JsonOption, fail, open_database, print_json, run_async, settings, table as print_table
 
 __all__ = ["agents_app", "dead_letters_app", "meetings_app", "messages_app"]
 
@@ -39,7 +37,6 @@ dead_letters_app: typer.Typer = typer.Typer(
     help="Messages whose handler kept failing: list and retry.", no_args_is_help=True
 )
 
-_CODEC: Codec[Any] = Codec(Any, 1 << 30)
 _FOLLOW_POLL = 0.5
 
 
@@ -63,17 +60,12 @@ def _payload(value: Any) -> Any:
 
 
 async def _agent_id(db: Database, external_id: str) -> uuid.UUID:
-    value = await db.fetch_val(
-        "SELECT id FROM agents WHERE external_id = $1 AND deregistered_at IS NULL", [external_id]
-    )
-    if value is None:
-        raise AgentNotFound(external_id)
-    return uuid.UUID(str(value))
+    return await Agents(db).live_id(external_id)
 
 
 def _limit(value: int) -> int:
     if not 1 <= value <= 10_000:
-        _fail(f"--limit must be between 1 and 10000, not {value}", 2)
+        fail(f"--limit must be between 1 and 10000, not {value}", 2)
     return value
 
 
@@ -86,32 +78,17 @@ def agents_list(
     dsn: DsnOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Registered agents: organization, status, who hosts them (runtime, host, pid, alive), unread messages.
-
-    Restarts are counted inside the hosting process only, so they show as '-' here.
-    """
-    config = _settings(dsn)
+    """Registered agents: organization, status, who hosts them (runtime, host, pid, alive), unread messages,
+    restarts and the last handler error."""
+    config = settings(dsn)
 
     async def go() -> tuple[list[Row], dict[str, Row]]:
-        async with _database(config) as db:
-            where, params = "", []
-            if org is not None:
-                if await db.fetch_val("SELECT 1 FROM organizations WHERE external_id = $1", [org]) is None:
-                    raise OrganizationNotFound(org)
-                where, params = " AND o.external_id = $1", [org]
-            rows = await db.fetch(
-                "SELECT a.id, a.external_id AS agent, o.external_id AS organization, a.name, a.status, "
-                "(SELECT count(*) FROM messages m WHERE m.recipient_id = a.id AND m.read_at IS NULL "
-                " AND m.dead_at IS NULL) AS unread, "
-                "(SELECT count(*) FROM dead_letters d WHERE d.agent_id = a.id AND d.retried_at IS NULL) AS dead "
-                "FROM agents a JOIN organizations o ON o.id = a.organization_id "
-                f"WHERE a.deregistered_at IS NULL{where} ORDER BY o.external_id, a.external_id",
-                params,
-            )
-            placed = {str(h["agent_id"]): h for h in await hosts(db, [uuid.UUID(str(r["id"])) for r in rows])}
+        async with open_database(config) as db:
+            rows = await Agents(db).overview(org)
+            placed = {str(h["agent_id"]): h for h in await hosts.hosts(db, [uuid.UUID(str(r["id"])) for r in rows])}
             return rows, placed
 
-    rows, placed = _run(go, dsn=dsn)
+    rows, placed = run_async(go, dsn=dsn)
     records = []
     for r in rows:
         h = placed.get(str(r["id"]))
@@ -128,13 +105,14 @@ def agents_list(
                 "alive": bool(h["alive"]) if h else None,
                 "unread": int(r["unread"]),
                 "dead_letters": int(r["dead"]),
-                "restarts": None,
+                "restarts": int(r["restarts"]),
+                "last_error": r["last_error"],
             }
         )
     if as_json:
-        _print_json(records)
+        print_json(records)
         return
-    table = [
+    lines = [
         [
             rec["organization"],
             rec["agent"],
@@ -143,12 +121,12 @@ def agents_list(
             "-" if rec["alive"] is None else ("yes" if rec["alive"] else "no (runtime gone)"),
             str(rec["unread"]),
             str(rec["dead_letters"]),
-            "-",
+            str(rec["restarts"]),
         ]
         for rec in records
     ]
     title = f"Agents{f' of {org}' if org else ''} ({len(records)})"
-    _table(title, ["org", "agent", "status", "hosted by", "alive", "unread", "dead", "restarts"], table)
+    print_table(title, ["org", "agent", "status", "hosted by", "alive", "unread", "dead", "restarts"], lines)
 
 
 # --------------------------------------------------------------------------- messages
@@ -164,27 +142,25 @@ def messages_list(
     as_json: JsonOption = False,
 ) -> None:
     """Messages an agent received, newest first (reading them here does not mark them read)."""
-    config = _settings(dsn)
+    config = settings(dsn)
     _limit(limit)
 
     async def go() -> list[Row]:
-        async with _database(config) as db:
-            params: list[Any] = [await _agent_id(db, agent)]
-            where = "m.recipient_id = $1"
-            if unread:
-                where += " AND m.read_at IS NULL AND m.dead_at IS NULL"
-            if sender is not None:
-                params.append(await _agent_id(db, sender))
-                where += " AND m.sender_id = $2"
-            return await db.fetch(
-                "SELECT m.seq, m.id, m.kind, s.external_id AS sender, r.external_id AS recipient, m.payload, "
-                "m.created_at, m.read_at, m.handled_at, m.dead_at, m.attempts, m.conversation_id, m.in_reply_to "
-                "FROM messages m JOIN agents s ON s.id = m.sender_id JOIN agents r ON r.id = m.recipient_id "
-                f"WHERE {where} ORDER BY m.seq DESC LIMIT {int(limit)}",
-                params,
+        async with open_database(config) as db:
+            recipient = await _agent_id(db, agent)
+            source = None if sender is None else await _agent_id(db, sender)
+            return await message_store.page(
+                db,
+                recipient_id=recipient,
+                sender_id=source,
+                unread_only=unread,
+                live_only=True,
+                limit=limit,
+                cursor=None,
+                newest_first=True,
             )
 
-    rows = _run(go, dsn=dsn)
+    rows = run_async(go, dsn=dsn)
 
     def state(r: Row) -> str:
         if r["dead_at"] is not None:
@@ -194,7 +170,7 @@ def messages_list(
         return "read" if r["read_at"] is not None else "unread"
 
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "seq": r["seq"],
@@ -214,16 +190,16 @@ def messages_list(
             ]
         )
         return
-    table = [
+    lines = [
         [str(r["seq"]), _iso(r["created_at"]), r["kind"], r["sender"], state(r), _short(_payload(r["payload"]))]
         for r in rows
     ]
     which = "unread messages" if unread else "messages"
     source = f" from {sender}" if sender else ""
-    _table(
+    print_table(
         f"{which.capitalize()} of {agent}{source} ({len(rows)}, newest first)",
         ["seq", "at", "kind", "from", "state", "payload"],
-        table,
+        lines,
     )
 
 
@@ -269,7 +245,7 @@ def _meeting_uuid(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        _fail(f"{value!r} is not a meeting id (a UUID, as 'meetings list' prints)", 2)
+        fail(f"{value!r} is not a meeting id (a UUID, as 'meetings list' prints)", 2)
 
 
 @meetings_app.command("list")
@@ -279,17 +255,17 @@ def meetings_list(
     as_json: JsonOption = False,
 ) -> None:
     """Meetings, newest first: state, host, floor holder, turn, participants."""
-    config = _settings(dsn)
+    config = settings(dsn)
 
     async def go() -> list[MeetingStatus]:
-        async with _database(config) as db:
+        async with open_database(config) as db:
             return await store.list_meetings(db, True if active else None)
 
-    meetings = _run(go, dsn=dsn)
+    meetings = run_async(go, dsn=dsn)
     if as_json:
-        _print_json([_meeting_json(m) for m in meetings])
+        print_json([_meeting_json(m) for m in meetings])
         return
-    table = [
+    lines = [
         [
             str(m.meeting_id),
             m.state.value,
@@ -300,10 +276,10 @@ def meetings_list(
         ]
         for m in meetings
     ]
-    _table(
+    print_table(
         f"{'Active meetings' if active else 'Meetings'} ({len(meetings)})",
         ["id", "state", "host", "floor", "turn", "participants"],
-        table,
+        lines,
     )
 
 
@@ -315,17 +291,17 @@ def meetings_show(
     as_json: JsonOption = False,
 ) -> None:
     """A meeting's status and transcript; with --follow, new events as they happen until the meeting ends."""
-    config = _settings(dsn)
+    config = settings(dsn)
     mid = _meeting_uuid(meeting_id)
 
     async def go() -> None:
-        async with _database(config) as db:
+        async with open_database(config) as db:
             status = await store.fetch_status(db, mid)
             if status is None:
                 raise MeetingNotFound(mid)
-            events = await store.fetch_history(db, _CODEC, mid, 0, 10_000)
+            events = await store.fetch_history(db, _payload, mid, 0, 10_000)
             if as_json and not follow:
-                _print_json({"meeting": _meeting_json(status), "events": [_event_json(e) for e in events]})
+                print_json({"meeting": _meeting_json(status), "events": [_event_json(e) for e in events]})
                 return
             if as_json:
                 typer.echo(json.dumps({"meeting": _meeting_json(status)}, default=str))
@@ -346,9 +322,9 @@ def meetings_show(
                 if not follow or ended:
                     return
                 await anyio.sleep(_FOLLOW_POLL)
-                events = await store.fetch_history(db, _CODEC, mid, last, 10_000)
+                events = await store.fetch_history(db, _payload, mid, last, 10_000)
 
-    _run(go, dsn=dsn)
+    run_async(go, dsn=dsn)
 
 
 # --------------------------------------------------------------------------- dead letters
@@ -363,29 +339,17 @@ def dead_letters_list(
     as_json: JsonOption = False,
 ) -> None:
     """Messages whose handler failed max_attempts times, oldest first."""
-    config = _settings(dsn)
+    config = settings(dsn)
     _limit(limit)
 
     async def go() -> list[Row]:
-        async with _database(config) as db:
-            clauses, params = [], []
-            if agent is not None:
-                params.append(await _agent_id(db, agent))
-                clauses.append("d.agent_id = $1")
-            if not include_retried:
-                clauses.append("d.retried_at IS NULL")
-            where = " AND ".join(clauses) or "TRUE"
-            return await db.fetch(
-                "SELECT d.id, d.message_id, a.external_id AS agent, s.external_id AS sender, d.attempts, d.error, "
-                "d.created_at, d.retried_at, m.payload FROM dead_letters d JOIN agents a ON a.id = d.agent_id "
-                "JOIN messages m ON m.id = d.message_id JOIN agents s ON s.id = m.sender_id "
-                f"WHERE {where} ORDER BY d.id LIMIT {int(limit)}",
-                params,
-            )
+        async with open_database(config) as db:
+            who = None if agent is None else await _agent_id(db, agent)
+            return await message_store.dead_letters(db, who, include_retried=include_retried, limit=limit)
 
-    rows = _run(go, dsn=dsn)
+    rows = run_async(go, dsn=dsn)
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "id": r["id"],
@@ -402,7 +366,7 @@ def dead_letters_list(
             ]
         )
         return
-    table = [
+    lines = [
         [
             str(r["id"]),
             r["agent"],
@@ -414,10 +378,10 @@ def dead_letters_list(
         ]
         for r in rows
     ]
-    _table(
+    print_table(
         f"Dead letters{f' of {agent}' if agent else ''} ({len(rows)})",
         ["id", "agent", "from", "attempts", "error", "at", "retried"],
-        table,
+        lines,
     )
 
 
@@ -430,35 +394,18 @@ def dead_letters_retry(
     as_json: JsonOption = False,
 ) -> None:
     """Requeue a dead letter's message for its agent, with a fresh attempt count."""
-    config = _settings(dsn)
+    config = settings(dsn)
 
-    async def go() -> Row:
-        async with _database(config) as db:
-
-            async def retry(tx: Any) -> Row | None:
-                result = await tx.execute(
-                    "WITH d AS (UPDATE dead_letters SET retried_at = now() WHERE id = $1 AND retried_at IS NULL "
-                    "RETURNING message_id) "
-                    "UPDATE messages m SET dead_at = NULL, attempts = 0 FROM d WHERE m.id = d.message_id "
-                    "RETURNING m.id, m.recipient_id",
-                    [dead_letter_id],
-                )
-                rows = result.result()
-                if rows:
-                    await tx.execute("SELECT pg_notify($1, $2)", [NOTIFY_CHANNEL, f"cli|{rows[0]['recipient_id']}"])
-                return rows[0] if rows else None
-
-            row = await db.transaction(retry)
+    async def go() -> dict[str, Any]:
+        async with open_database(config) as db:
+            row = await message_store.retry_dead_letter(db, dead_letter_id, "cli")
             if row is None:
                 raise DeadLetterNotFound(dead_letter_id)
-            name = await db.fetch_val(
-                "SELECT external_id FROM agents WHERE id = $1", [uuid.UUID(str(row["recipient_id"]))]
-            )
-            return {"id": dead_letter_id, "message_id": str(row["id"]), "agent": name}
+            return {"id": dead_letter_id, "message_id": str(row["id"]), "agent": row["agent"]}
 
-    result = _run(go, dsn=dsn)
+    result = run_async(go, dsn=dsn)
     if as_json:
-        _print_json({**result, "requeued": True})
+        print_json({**result, "requeued": True})
     else:
         typer.echo(
             f"dead letter {dead_letter_id} requeued: message {result['message_id']} goes to {result['agent']} again"

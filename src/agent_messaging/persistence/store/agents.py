@@ -1,17 +1,21 @@
-"""Organizations and agents: registration and look-ups (straight to the pool; not on a hot path)."""
+"""Organizations and agents: registration, look-ups, status and restart counters.
+
+Registration and look-ups go straight to the pool (not a hot path); the
+restart counters are bookkeeping written through the group-commit writer.
+"""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
-from ..errors import AgentNotFound, AlreadyExists, OrganizationNotFound
-from ..models import Agent, AgentStatus, Organization
-from .database import Database, Row
-from .writer import to_json
+from ...errors import AgentNotFound, AlreadyExists, OrganizationNotFound
+from ...models import AgentInfo, AgentStatus, Organization
+from .._rows import as_uuid, json_dict, to_json
+from ..database import Database, Row
+from ..writer import Statement
 
-__all__ = ["AgentRepository", "OrganizationRepository", "new_id"]
+__all__ = ["AGENT_RESTARTS", "Agents", "Organizations", "agent_from_row", "new_id", "organization_from_row"]
 
 
 def new_id() -> uuid.UUID:
@@ -19,43 +23,47 @@ def new_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
-def _json(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        loaded: dict[str, Any] = json.loads(value)
-        return loaded
-    return dict(value or {})
-
-
 def organization_from_row(row: Row) -> Organization:
     """Build an ``Organization`` from a row."""
     return Organization(
-        id=row["id"],
+        id=as_uuid(row["id"]),
         external_id=row["external_id"],
         name=row["name"],
-        metadata=_json(row["metadata"]),
+        metadata=json_dict(row["metadata"]),
         created_at=row["created_at"],
     )
 
 
 _AGENT_COLUMNS = """a.id, a.external_id, a.organization_id, o.external_id AS organization_external_id,
     a.name, a.metadata, a.status, a.created_at"""
+_AGENT_FROM = "agents a JOIN organizations o ON o.id = a.organization_id"
 
 
-def agent_from_row(row: Row) -> Agent:
-    """Build an ``Agent`` from a row selected with the agent columns."""
-    return Agent(
-        id=row["id"],
+def agent_from_row(row: Row) -> AgentInfo:
+    """Build an ``AgentInfo`` from a row selected with the agent columns."""
+    return AgentInfo(
+        id=as_uuid(row["id"]),
         external_id=row["external_id"],
-        organization_id=row["organization_id"],
+        organization_id=as_uuid(row["organization_id"]),
         organization_external_id=row["organization_external_id"],
         name=row["name"],
-        metadata=_json(row["metadata"]),
+        metadata=json_dict(row["metadata"]),
         status=AgentStatus(row["status"]),
         created_at=row["created_at"],
     )
 
 
-class OrganizationRepository:
+#: An agent's restart count (absolute, so a retried batch stays idempotent) and its last error.
+AGENT_RESTARTS = Statement(
+    "agent.restarts",
+    50,
+    "UPDATE agents a SET restarts = greatest(a.restarts, u.restarts), "
+    "last_error = coalesce(u.last_error, a.last_error) "
+    "FROM unnest($1::uuid[], $2::int[], $3::text[]) AS u(id, restarts, last_error) WHERE a.id = u.id",
+)
+
+
+class Organizations:
     """Reads and writes the organizations table."""
 
     def __init__(self, db: Database) -> None:
@@ -63,7 +71,6 @@ class OrganizationRepository:
 
     async def create(self, external_id: str, name: str, metadata: dict[str, Any]) -> Organization:
         """Insert a new organization; ``AlreadyExists`` if the external id is taken."""
-        # metadata goes as JSON text cast in SQL: psqlpy maps a dict's integers to int32 (larger ones overflow);
         # ON CONFLICT also covers two processes creating the same organization at once
         row = await self.db.fetch_row(
             "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
@@ -85,13 +92,15 @@ class OrganizationRepository:
         return organization_from_row(row)
 
 
-class AgentRepository:
+class Agents:
     """Reads and writes the agents table."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, external_id: str, organization: Organization, name: str, metadata: dict[str, Any]) -> Agent:
+    async def create(
+        self, external_id: str, organization: Organization, name: str, metadata: dict[str, Any]
+    ) -> AgentInfo:
         """Insert a live agent; ``AlreadyExists`` if a live agent has the external id."""
         row = await self.db.fetch_row(
             "INSERT INTO agents (id, organization_id, external_id, name, metadata) "
@@ -105,45 +114,40 @@ class AgentRepository:
             raise AlreadyExists("agent", external_id)
         return agent_from_row(row)
 
-    async def get(self, external_id: str) -> Agent:
+    async def get(self, external_id: str) -> AgentInfo:
         """The live agent with this external id, or ``AgentNotFound``."""
         row = await self.db.fetch_row(
-            f"SELECT {_AGENT_COLUMNS} FROM agents a JOIN organizations o ON o.id = a.organization_id "
-            "WHERE a.external_id = $1 AND a.deregistered_at IS NULL",
+            f"SELECT {_AGENT_COLUMNS} FROM {_AGENT_FROM} WHERE a.external_id = $1 AND a.deregistered_at IS NULL",
             [external_id],
         )
         if row is None:
             raise AgentNotFound(external_id)
         return agent_from_row(row)
 
-    async def get_many(self, external_ids: list[str]) -> dict[str, Agent]:
+    async def get_many(self, external_ids: list[str]) -> dict[str, AgentInfo]:
         """The live agents among ``external_ids``, by external id (missing ones are absent)."""
         rows = await self.db.fetch(
-            f"SELECT {_AGENT_COLUMNS} FROM agents a JOIN organizations o ON o.id = a.organization_id "
+            f"SELECT {_AGENT_COLUMNS} FROM {_AGENT_FROM} "
             "WHERE a.external_id = ANY($1::text[]) AND a.deregistered_at IS NULL",
             [external_ids],
         )
         return {row["external_id"]: agent_from_row(row) for row in rows}
 
-    async def by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Agent]:
+    async def by_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, AgentInfo]:
         """Agents (also deregistered ones) by internal id."""
-        rows = await self.db.fetch(
-            f"SELECT {_AGENT_COLUMNS} FROM agents a JOIN organizations o ON o.id = a.organization_id "
-            "WHERE a.id = ANY($1::uuid[])",
-            [ids],
-        )
-        return {row["id"]: agent_from_row(row) for row in rows}
+        rows = await self.db.fetch(f"SELECT {_AGENT_COLUMNS} FROM {_AGENT_FROM} WHERE a.id = ANY($1::uuid[])", [ids])
+        return {as_uuid(row["id"]): agent_from_row(row) for row in rows}
 
-    async def list(self, organization: Organization) -> list[Agent]:
+    async def in_organization(self, organization: Organization) -> list[AgentInfo]:
         """The organization's live agents, oldest first."""
         rows = await self.db.fetch(
-            f"SELECT {_AGENT_COLUMNS} FROM agents a JOIN organizations o ON o.id = a.organization_id "
+            f"SELECT {_AGENT_COLUMNS} FROM {_AGENT_FROM} "
             "WHERE a.organization_id = $1 AND a.deregistered_at IS NULL ORDER BY a.created_at, a.external_id",
             [organization.id],
         )
         return [agent_from_row(row) for row in rows]
 
-    async def deregister(self, external_id: str) -> Agent:
+    async def deregister(self, external_id: str) -> AgentInfo:
         """Mark the live agent deregistered (its history stays); ``AgentNotFound`` if there is none."""
         agent = await self.get(external_id)
         await self.db.execute(
@@ -158,3 +162,39 @@ class AgentRepository:
         await self.db.execute(
             "UPDATE agents SET status = $2 WHERE id = $1 AND deregistered_at IS NULL", [agent_id, status.value]
         )
+
+    async def restart_counts(self, agent_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The agents' restart counts as stored (the base a runtime that hosts them counts on from)."""
+        if not agent_ids:
+            return {}
+        rows = await self.db.fetch("SELECT id, restarts FROM agents WHERE id = ANY($1::uuid[])", [agent_ids])
+        return {as_uuid(row["id"]): int(row["restarts"]) for row in rows}
+
+    async def overview(self, organization: str | None) -> list[Row]:
+        """Live agents (of one organization if given) with unread and dead-letter counts, restarts and last error.
+
+        ``OrganizationNotFound`` for an unknown organization.
+        """
+        where, params = "", []
+        if organization is not None:
+            if await self.db.fetch_val("SELECT 1 FROM organizations WHERE external_id = $1", [organization]) is None:
+                raise OrganizationNotFound(organization)
+            where, params = " AND o.external_id = $1", [organization]
+        return await self.db.fetch(
+            "SELECT a.id, a.external_id AS agent, o.external_id AS organization, a.name, a.status, "
+            "a.restarts, a.last_error, "
+            "(SELECT count(*) FROM messages m WHERE m.recipient_id = a.id AND m.read_at IS NULL "
+            " AND m.dead_at IS NULL) AS unread, "
+            "(SELECT count(*) FROM dead_letters d WHERE d.agent_id = a.id AND d.retried_at IS NULL) AS dead "
+            f"FROM {_AGENT_FROM} WHERE a.deregistered_at IS NULL{where} ORDER BY o.external_id, a.external_id",
+            params,
+        )
+
+    async def live_id(self, external_id: str) -> uuid.UUID:
+        """The internal id of the live agent with this external id (``AgentNotFound``)."""
+        value = await self.db.fetch_val(
+            "SELECT id FROM agents WHERE external_id = $1 AND deregistered_at IS NULL", [external_id]
+        )
+        if value is None:
+            raise AgentNotFound(external_id)
+        return as_uuid(value)

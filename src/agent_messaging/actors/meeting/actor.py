@@ -1,20 +1,27 @@
-"""The meeting actor: one task per active meeting; it alone changes the meeting's state.
+"""The meeting actor: one kernel actor per active meeting; it alone changes the meeting's state.
 
-Commands (attend, start, speak, pass, leave, end) arrive on a bounded memory
-stream and are handled one at a time, so turns never race. Each transition is
+Commands (attend, start, speak, pass, leave, end) arrive as ``ask`` s in its
+mailbox and are handled one at a time, so turns never race. Each transition is
 planned, written through the persistence actor (one unit: history rows, the
 meeting row, participant rows), and only applied in memory once committed: a
 failed write leaves the actor as it was, and the caller gets the error.
 
-The turn timer is the deadline of the cancel scope around the mailbox receive
-(``CancelScope(deadline=...)``, like ``trio.move_on_after``): no timer task, no
-polling. The deadline is absolute, so commands handled during a turn do not
-extend it; a recovered meeting's deadline may already have passed, and then
-the turn times out as soon as the actor starts.
+An ``ask`` answers at once with the command's :data:`~.types.TurnSlot`; the
+caller then waits on that slot, which the actor resolves when the caller's
+turn comes, when it leaves, or when the meeting ends. No pool connection is
+held while callers wait. An error raised for a command goes back to its caller
+and the meeting carries on.
 
-Callers wait on a :class:`Waiter` (an event and a result slot) that the actor
-completes when their turn comes, when they leave, or when the meeting ends;
-no pool connection is held while they wait.
+The turn timer is the actor's ``receive_deadline`` (the kernel waits for the
+next command under a cancel scope with that deadline, and calls
+``on_timeout``): no timer task, no polling. The deadline is absolute, so
+commands handled during a turn do not extend it; a recovered meeting's
+deadline may already have passed, and then the turn times out as soon as the
+actor starts.
+
+The actor runs under the meeting supervisor. A :class:`MeetingHandle` is what
+outlives its instances: if one crashes, the next reloads the meeting from its
+committed state and takes over the waiting callers.
 """
 
 from __future__ import annotations
@@ -27,9 +34,8 @@ from uuid import UUID
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
 
-from ..errors import (
+from ...errors import (
     ActorStopped,
     AgentMessagingError,
     InvalidArgument,
@@ -39,67 +45,131 @@ from ..errors import (
     NotYourTurn,
     TurnTimedOut,
 )
-from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
-from ..persistence.writer import Write, to_json
-from ..runtime._services import Services
-from ._meeting_types import Command, Seat, Selector, Waiter, clock_deadline, participants_of
+from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
+from ...persistence._rows import to_json
+from ...persistence.store import meetings as store
+from ...persistence.writer import Write
+from ...runtime.actor import Actor, ActorRef
+from ..services import Services
+from .types import Command, MeetingSnapshot, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
-__all__ = ["MeetingActor"]
+__all__ = ["MeetingActor", "MeetingHandle"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.meeting")
 E = MeetingEventType
+Publish = Callable[[list[MeetingEvent[Any]]], None]
 
 
-class MeetingActor(Generic[T]):
-    """Serializes one meeting's turns. Build it, then ``await task_group.start(actor.run)``."""
+class MeetingHandle(Generic[T]):
+    """A meeting run by this runtime: what outlives its actor instances.
+
+    ``first`` is the state the first instance starts from; a restarted instance
+    reloads the committed state instead, and takes over ``seats`` (the callers
+    waiting for their turn) from the instance that crashed.
+    """
+
+    def __init__(
+        self,
+        meeting_id: UUID,
+        organization_id: UUID,
+        host: str,
+        selector: Selector | None,
+        first: MeetingSnapshot[T],
+    ) -> None:
+        self.id = meeting_id
+        self.organization_id = organization_id
+        self.host = host
+        self.selector = selector
+        self.first: MeetingSnapshot[T] | None = first
+        self.seats: dict[str, Seat[T]] = {s.agent: s for s in first.seats}
+        self.actor: MeetingActor[T] | None = None
+        self.ref: ActorRef[Command[T]] | None = None
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """Wake every caller still waiting in this meeting with ``error``."""
+        for seat in self.seats.values():
+            for waiter in [seat.waiter, *seat.leaving]:
+                if waiter is not None:
+                    waiter.fail(error)
+            seat.waiter, seat.leaving = None, []
+
+
+class MeetingActor(Actor[Command[T]]):
+    """Serializes one meeting's turns; made by the meeting supervisor for a :class:`MeetingHandle`."""
 
     def __init__(
         self,
         services: Services[T],
-        *,
-        meeting_id: UUID,
-        organization_id: UUID,
-        host: str,
-        seats: list[Seat[T]],
-        turn_duration: float | None,
-        selector: Selector | None,
-        publish: Callable[[list[MeetingEvent[Any]]], None],
-        state: MeetingState = MeetingState.CREATED,
-        floor_holder: str | None = None,
-        turn_number: int = 0,
-        deadline: datetime | None = None,
-        seq: int = 0,
-        history: list[MeetingEvent[Any]] | None = None,
+        handle: MeetingHandle[T],
+        publish: Publish,
+        stopped: Callable[[MeetingHandle[T]], None],
     ) -> None:
         self.services = services
-        self.id = meeting_id
-        self.organization_id = organization_id
-        self.host = host
-        self.seats = {s.agent: s for s in seats}
-        self.rotation = sorted(seats, key=lambda s: s.position)
-        self.turn_duration = turn_duration
-        self.selector = selector
+        self.handle = handle
+        self._stopped = stopped
+        self.id = handle.id
+        self.organization_id = handle.organization_id
+        self.host = handle.host
+        self.selector = handle.selector
         self._publish = publish
-        self.state = state
-        self.floor_holder = floor_holder
-        self.turn_number = turn_number
-        self.deadline = deadline
-        self.seq = seq
-        self._log: list[MeetingEvent[Any]] = list(history or [])
         self._payloads: dict[int, str] = {}  # JSON text of the payloads of the events being planned, by seq
-        self._timer = clock_deadline(deadline)
-        self._send, self._receive = anyio.create_memory_object_stream[Command[T]](services.config.mailbox_size)
+        self._load(handle.first or MeetingSnapshot(seats=list(handle.seats.values()), turn_duration=None))
 
-    # ------------------------------------------------------------------ outside
+    def _load(self, snap: MeetingSnapshot[T]) -> None:
+        self.seats = {s.agent: s for s in snap.seats}
+        self.rotation = sorted(snap.seats, key=lambda s: s.position)
+        self.turn_duration = snap.turn_duration
+        self.state = snap.state
+        self.floor_holder = snap.floor_holder
+        self.turn_number = snap.turn_number
+        self.deadline = snap.deadline
+        self.seq = snap.seq
+        self._log: list[MeetingEvent[Any]] = snap.history
+        self.receive_deadline = clock_deadline(snap.deadline)
 
-    async def submit(self, command: Command[T]) -> Turn[T] | None:
-        """Send ``command`` and wait for its result (``MeetingEnded`` if the actor has stopped)."""
-        try:
-            await self._send.send(command)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise MeetingEnded(self.id) from None
-        return await command.waiter.wait()
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self) -> None:
+        """Start from the new or recovered state, or (after a crash) reload the committed one."""
+        handle = self.handle
+        if handle.first is not None:
+            handle.first = None
+        else:
+            rows = await store.load_active(self.services.db, self.services.codec.decode, [self.id])
+            if not rows:
+                handle.fail_waiters(MeetingEnded(self.id))
+                self.stop_self()
+                return
+            previous = handle.seats
+            self._load(snapshot_of(rows[0]))
+            for seat in self.rotation:  # the callers waiting in the crashed instance wait here now
+                old = previous.get(seat.agent)
+                if old is not None:
+                    seat.waiter, seat.leaving = old.waiter, old.leaving
+            log.info("meeting.reloaded", meeting=str(self.id), turn=self.turn_number)
+            if self.state is MeetingState.ACTIVE and self.floor_holder is not None:
+                self._deliver(self.seats[self.floor_holder])
+        handle.seats = self.seats
+        handle.actor = self
+
+    async def on_stop(self) -> None:
+        """The meeting ended (its callers already have their last turns) or the runtime is closing."""
+        if self.state is not MeetingState.ENDED:
+            self.handle.fail_waiters(ActorStopped(f"meeting {self.id}", "stopped (the runtime is closing)"))
+        self._stopped(self.handle)
+
+    async def on_receive(self, message: Command[T]) -> TurnSlot:
+        """Handle one command; its caller waits on the returned slot (errors go back to the caller)."""
+        if self.state is MeetingState.ENDED:
+            raise MeetingEnded(self.id)
+        handler = getattr(self, "_on_" + message.op.value)
+        await handler(message, self.seats[message.agent])
+        return message.slot
+
+    async def on_timeout(self) -> None:
+        """The floor holder's turn ran out."""
+        await self._time_out()
 
     def status(self) -> MeetingStatus:
         """A snapshot of the meeting as this actor holds it."""
@@ -111,53 +181,11 @@ class MeetingActor(Generic[T]):
             turn_number=self.turn_number,
             turn_deadline=self.deadline,
             turn_duration=self.turn_duration,
-            participants=participants_of(self.rotation),
+            participants=store.participants_of(self.rotation),
         )
 
-    # -------------------------------------------------------------------- loop
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Handle commands and turn timeouts until the meeting ends (or the runtime closes)."""
-        task_status.started()
-        error: BaseException = ActorStopped(f"meeting {self.id}", "stopped (the runtime is closing)")
-        try:
-            while self.state is not MeetingState.ENDED:
-                command: Command[T] | None = None
-                with anyio.CancelScope(deadline=self._timer):
-                    command = await self._receive.receive()
-                if command is None:
-                    await self._time_out()
-                else:
-                    await self._handle(command)
-            error = MeetingEnded(self.id)
-        except Exception as exc:
-            log.exception("meeting.actor_failed", meeting=str(self.id))
-            error = exc
-        finally:
-            self._stop(error)
-
-    def _stop(self, error: BaseException) -> None:
-        self._send.close()
-        while True:
-            try:
-                self._receive.receive_nowait().waiter.fail(error)
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-        self._receive.close()
-        for seat in self.rotation:
-            for waiter in [seat.waiter, *seat.leaving]:
-                if waiter is not None:
-                    waiter.fail(error)
-
-    async def _handle(self, command: Command[T]) -> None:
-        handler = getattr(self, "_on_" + command.op)
-        try:
-            await handler(command, self.seats[command.agent])
-        except AgentMessagingError as exc:
-            command.waiter.fail(exc)
-
     async def _time_out(self) -> None:
-        self._timer = float("inf")
+        self.receive_deadline = float("inf")
         holder = self.seats[self.floor_holder] if self.floor_holder else None
         if holder is None or self.state is not MeetingState.ACTIVE:
             return
@@ -168,7 +196,7 @@ class MeetingActor(Generic[T]):
             await self._advance(events, holder, "timeout")
         except AgentMessagingError as exc:
             log.warning("meeting.timeout_not_recorded", meeting=str(self.id), error=str(exc))
-            self._timer = anyio.current_time() + 1.0  # the database is away: try again in a second
+            self.receive_deadline = anyio.current_time() + 1.0  # the database is away: try again in a second
             return
         holder.late = True
 
@@ -177,7 +205,7 @@ class MeetingActor(Generic[T]):
     async def _on_attend(self, command: Command[T], seat: Seat[T]) -> None:
         if seat.status is ParticipantStatus.LEFT or seat.leaving:
             raise InvalidOperation(f"agent {seat.agent!r} has left meeting {self.id}")
-        self._replace_waiter(seat, command.waiter)
+        self._replace_waiter(seat, command.slot)
         if seat.status is ParticipantStatus.INVITED:
             event = self._event(E.AGENT_JOINED, seat)
             await self._commit([event], [(seat, ParticipantStatus.PRESENT)], state=False)
@@ -194,7 +222,7 @@ class MeetingActor(Generic[T]):
             raise MeetingNotReady(self.id, absent)
         self._check_next(command.next_speaker)
         events = [self._event(E.MEETING_STARTED, seat), self._event(E.AGENT_SPOKE, seat, command, offset=1)]
-        self._replace_waiter(seat, command.waiter)
+        self._replace_waiter(seat, command.slot)
         await self._advance(events, seat, "start", command.next_speaker, joined=seat)
 
     def _check_floor(self, seat: Seat[T]) -> None:
@@ -209,18 +237,18 @@ class MeetingActor(Generic[T]):
         self._check_floor(seat)
         self._check_next(command.next_speaker)
         events = [self._event(E.AGENT_SPOKE, seat, command)]
-        self._replace_waiter(seat, command.waiter)
+        self._replace_waiter(seat, command.slot)
         await self._advance(events, seat, "spoke", command.next_speaker)
 
     async def _on_pass(self, command: Command[T], seat: Seat[T]) -> None:
         self._check_floor(seat)
-        self._replace_waiter(seat, command.waiter)
+        self._replace_waiter(seat, command.slot)
         await self._advance([], seat, "passed")
 
     async def _on_leave(self, command: Command[T], seat: Seat[T]) -> None:
         if seat.status is ParticipantStatus.LEFT:
             raise InvalidOperation(f"agent {seat.agent!r} has already left meeting {self.id}")
-        seat.leaving.append(command.waiter)
+        seat.leaving.append(command.slot)
         if self.state is MeetingState.ACTIVE and self.floor_holder != seat.agent:
             return  # applied when the current turn ends
         try:
@@ -233,22 +261,23 @@ class MeetingActor(Generic[T]):
                 self._applied(events)
                 self._release(seat)
         except BaseException:
-            seat.leaving.remove(command.waiter)
+            seat.leaving.remove(command.slot)
             raise
 
     async def _on_end(self, command: Command[T], seat: Seat[T]) -> None:
         events = [self._event(E.MEETING_ENDED, seat, command)]
         await self._commit(events, [], state=True, ended=True)
         self.state = MeetingState.ENDED
-        self.floor_holder, self.deadline, self._timer = None, None, float("inf")
+        self.floor_holder, self.deadline, self.receive_deadline = None, None, float("inf")
         self._applied(events)
         for s in self.rotation:
             for waiter in [s.waiter, *s.leaving]:
                 if waiter is not None:
-                    waiter.complete(self._turn(s, ended=True, ending=command.message))
+                    waiter.resolve(self._turn(s, ended=True, ending=command.message))
             s.waiter, s.leaving = None, []
-        command.waiter.complete(None)
+        command.slot.resolve(None)
         log.info("meeting.ended", meeting=str(self.id), turns=self.turn_number)
+        self.stop_self()
 
     # --------------------------------------------------------------- transitions
 
@@ -286,7 +315,7 @@ class MeetingActor(Generic[T]):
             s.status = status
         self.state = MeetingState.ACTIVE
         self.floor_holder, self.turn_number, self.deadline = nxt.agent, self.turn_number + 1, deadline
-        self._timer = clock_deadline(deadline)
+        self.receive_deadline = clock_deadline(deadline)
         if reason != "timeout":
             previous.seen_seq = events[-1].seq
         self._applied(events)
@@ -366,7 +395,7 @@ class MeetingActor(Generic[T]):
         payloads, self._payloads = self._payloads, {}
         writes = [
             Write(
-                "meeting.event",
+                store.EVENT,
                 (
                     self.id,
                     e.seq,
@@ -380,13 +409,13 @@ class MeetingActor(Generic[T]):
             )
             for e in events
         ]
-        writes += [Write("meeting.participant_state", (self.id, s.agent_id, st.value, s.seen_seq)) for s, st in changes]
+        writes += [Write(store.PARTICIPANT_STATE, (self.id, s.agent_id, st.value, s.seen_seq)) for s, st in changes]
         if state:
             status = MeetingState.ENDED if ended else MeetingState.ACTIVE
             last = events[-1].seq if events else self.seq
             turn = self.turn_number + (0 if ended else 1)
             holder = floor.agent_id if floor is not None else None
-            writes.append(Write("meeting.state", (self.id, status.value, holder, turn, deadline, last)))
+            writes.append(Write(store.STATE, (self.id, status.value, holder, turn, deadline, last)))
         await self.services.writer.write(writes)
 
     def _applied(self, events: list[MeetingEvent[Any]]) -> None:
@@ -399,7 +428,7 @@ class MeetingActor(Generic[T]):
             del self._log[: bisect.bisect_right(self._log, floor, key=lambda e: e.seq)]
         self._publish(events)
 
-    def _replace_waiter(self, seat: Seat[T], waiter: Waiter[T]) -> None:
+    def _replace_waiter(self, seat: Seat[T], waiter: TurnSlot) -> None:
         if seat.waiter is not None and seat.waiter is not waiter:
             seat.waiter.fail(InvalidOperation(f"a newer call for agent {seat.agent!r} took over this wait"))
         seat.waiter = waiter
@@ -423,11 +452,11 @@ class MeetingActor(Generic[T]):
     def _deliver(self, seat: Seat[T]) -> None:
         if seat.waiter is not None:
             seat.late = False
-            seat.waiter.complete(self._turn(seat))
+            seat.waiter.resolve(self._turn(seat))
             seat.waiter = None
 
     def _release(self, seat: Seat[T]) -> None:
         for waiter in [seat.waiter, *seat.leaving]:
             if waiter is not None:
-                waiter.complete(self._turn(seat, left=True))
+                waiter.resolve(self._turn(seat, left=True))
         seat.waiter, seat.leaving = None, []

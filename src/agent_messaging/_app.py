@@ -1,8 +1,19 @@
-"""``AgentMessaging``: the runtime object users open with ``async with``.
+"""``AgentMessaging``: the runtime object users open with ``async with``, and the composition root.
 
-It owns the root task group and, inside it, everything else: the database
-(embedded or DSN), migrations, and the services added by later layers. Its
-lifecycle is an explicit state machine; entering twice or using it closed
+It owns the root of the supervision tree and builds every part in one place::
+
+    AgentMessaging (root task group)
+    ├── database: embedded server (no DSN) -> pool -> migrations; presence connection
+    ├── writer                 the persistence actor (group commit); encloses all below,
+    │                          so it flushes after every actor stopped
+    ├── news                   LISTEN connection + periodic sweep
+    ├── calls                  reply slots, remote-reply watches, expiry of old requests
+    ├── agents (supervisor)    one agent actor per hosted agent
+    ├── meeting events         the event dispatcher (one worker per handler)
+    ├── participants           hosted meeting participants
+    └── meetings (supervisor)  one meeting actor per meeting run here
+
+Its lifecycle is an explicit state machine; entering twice or using it closed
 raises ``LifecycleError``.
 """
 
@@ -11,32 +22,38 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import structlog
 
-from .._validation import check_id, check_metadata, check_name
-from ..config import Config
-from ..errors import ConfigurationError, InvalidArgument, LifecycleError
-from ..models import Agent, DeadLetter, MeetingEventType, Organization
-from ..persistence.database import Database
-from ..persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
-from ..persistence.migrations import apply_migrations, migration_status
-from ..persistence.repositories import AgentRepository, OrganizationRepository
-from ..persistence.writer import Writer
-from ._services import Codec, Directory, Services, Signals
-from .registry import EventHandler, HostSpec, Registry, TurnHandler
-from .supervisor import RestartType
+from ._validation import check_id, check_metadata, check_name
+from .actors.agent import Agent
+from .actors.calls import Calls
+from .actors.conversation import Conversations
+from .actors.hosting import AgentHost
+from .actors.meeting import Meetings
+from .actors.meeting.events import EventDispatcher
+from .actors.meeting.participants import HostedParticipants
+from .actors.meeting.runners import MeetingRunners
+from .actors.news import News, Signals
+from .actors.one_way import OneWay
+from .actors.registry import EventHandler, HostSpec, Registry, TurnHandler
+from .actors.services import Codec, Directory, Services
+from .config import Config
+from .errors import ConfigurationError, InvalidArgument, LifecycleError
+from .models import AgentInfo, DeadLetter, MeetingEventType, Organization
+from .persistence.database import Database
+from .persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
+from .persistence.migrations import apply_migrations, migration_status
+from .persistence.presence import Presence
+from .persistence.store.agents import Agents, Organizations
+from .persistence.writer import Writer
+from .runtime.supervisor import RestartType
 
-if TYPE_CHECKING:
-    from ..actors.agent import Agent as AgentClass
-    from ..actors.conversation import Conversations
-    from ..actors.meeting import Meetings
-    from ..actors.one_way import OneWay
-
-__all__ = ["AgentMessaging", "RuntimeState"]
+__all__ = ["AgentMessaging", "Internals", "RuntimeState", "internals"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.runtime")
@@ -71,13 +88,10 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         self._state = RuntimeState.NEW
         self._db: Database | None = None
         self._embedded: EmbeddedServer | None = None
-        self._organizations: OrganizationRepository | None = None
-        self._agents: AgentRepository | None = None
-        self._services: Services[T] | None = None
-        self.registry: Registry[T] = Registry()
-        self._one_way: OneWay[T] | None = None
-        self._conversation: Conversations[T] | None = None
-        self._meeting: Meetings[T] | None = None
+        self._organizations: Organizations | None = None
+        self._agents: Agents | None = None
+        self._registry: Registry[T] = Registry()
+        self._parts: Internals[T] | None = None
 
     # ----------------------------------------------------------------- types
 
@@ -94,13 +108,6 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
     def state(self) -> RuntimeState:
         """Where the runtime is in its lifecycle."""
         return self._state
-
-    @property
-    def database(self) -> Database:
-        """The open database (``LifecycleError`` when the runtime is not open)."""
-        self._check_open()
-        assert self._db is not None
-        return self._db
 
     # -------------------------------------------------------------- lifecycle
 
@@ -119,37 +126,41 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         self._state = RuntimeState.OPENING
         try:
             async with contextlib.AsyncExitStack() as stack:
-                await self._open_database(stack)
+                db = await self._open_database(stack)
+                runtime_id = uuid.uuid4().hex[:12]  # its own NOTIFYs are ignored by its listener
+                presence = Presence(db, runtime_id)
+                await presence.open()
+                stack.push_async_callback(presence.close)
                 # An error from the user's block is re-raised as itself after the task groups
                 # have closed, not wrapped in an ExceptionGroup.
                 body_error: BaseException | None = None
                 # the writer's group encloses the actors' group, so it flushes after every actor stopped
                 async with anyio.create_task_group() as writer_group:
-                    writer = self._make_writer()
+                    writer = self._make_writer(db, runtime_id)
                     await writer_group.start(writer.run)
                     try:
                         async with anyio.create_task_group() as tg:
-                            await self._start_services(tg, writer)
+                            parts = self._build(db, writer, presence, runtime_id)
+                            await self._start(tg, parts)
                             self._state = RuntimeState.OPEN
-                            log.info(
-                                "runtime.open", database=self.database.redacted_dsn, hosted=sorted(self.registry.hosts)
-                            )
+                            log.info("runtime.open", database=db.redacted_dsn, hosted=sorted(self._registry.hosts))
                             try:
                                 yield self
                             except BaseException as exc:
                                 body_error = exc
                             finally:
                                 self._state = RuntimeState.CLOSING
-                                await self._stop_services(tg)
+                                await self._stop(tg, parts)
                     finally:
                         writer.close()
                 if body_error is not None:
                     raise body_error
         finally:
             self._state = RuntimeState.CLOSED
+            self._parts = None
             log.info("runtime.closed")
 
-    async def _open_database(self, stack: contextlib.AsyncExitStack) -> None:
+    async def _open_database(self, stack: contextlib.AsyncExitStack) -> Database:
         dsn = self.config.dsn_value()
         if dsn is None:
             self._embedded = await start_embedded(self.config.embedded_data_dir)
@@ -171,81 +182,102 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
                     "run 'agent-messaging db migrate' or set AGENT_MESSAGING_APPLY_MIGRATIONS=true"
                 )
         self._db = db
-        self._organizations = OrganizationRepository(db)
-        self._agents = AgentRepository(db)
+        self._organizations = Organizations(db)
+        self._agents = Agents(db)
+        return db
 
-    def _make_writer(self) -> Writer:
-        assert self._db is not None
+    def _make_writer(self, db: Database, runtime_id: str) -> Writer:
         cfg = self.config
         return Writer(
-            self._db,
+            db,
             batch_size=cfg.writer_batch_size,
             linger=cfg.writer_linger,
             connections=cfg.writer_connections,
             timeout=cfg.persistence_timeout,
             notify=cfg.notify,
-            origin=uuid.uuid4().hex[:12],  # this runtime's id: its own NOTIFYs are ignored by its listener
+            origin=runtime_id,
         )
 
-    async def _start_services(self, tg: anyio.abc.TaskGroup, writer: Writer) -> None:
-        from ..actors.conversation import Conversations
-        from ..actors.meeting import Meetings
-        from ..actors.one_way import OneWay
-
-        assert self._db is not None
-        assert self._agents is not None
+    def _build(self, db: Database, writer: Writer, presence: Presence, runtime_id: str) -> Internals[T]:
+        """Make every part of the runtime and wire them together (nothing runs yet)."""
         cfg = self.config
+        assert self._agents is not None
+        signals = Signals()
         services: Services[T] = Services(
             config=cfg,
-            db=self._db,
+            runtime_id=runtime_id,
+            db=db,
             writer=writer,
+            presence=presence,
             directory=Directory(self._agents),
             codec=Codec(self.message_type, cfg.max_message_bytes),
-            signals=Signals(),
-            task_group=tg,
+            signals=signals,
+            news=News(db, signals, runtime_id, notify=cfg.notify, poll_interval=cfg.poll_interval),
         )
-        self._services = services
-        self._one_way = OneWay(services, self.registry)
-        self._conversation = Conversations(services)
-        self._meeting = Meetings(services, self.registry)
-        await tg.start(self._one_way.run)
-        await tg.start(self._conversation.run)
-        await tg.start(self._meeting.run)
+        registry = self._registry
+        calls: Calls[T] = Calls(services)
+        host: AgentHost[T] = AgentHost(services, registry, calls, bind=self._bind)
+        events = EventDispatcher(registry)
+        runners: MeetingRunners[T] = MeetingRunners(services, registry, events.publish)
+        participants: HostedParticipants[T] = HostedParticipants(registry, services.codec, runners.submit)
+        runners.on_started.append(participants.attend)
+        parts = Internals(
+            database=db,
+            services=services,
+            registry=registry,
+            calls=calls,
+            host=host,
+            events=events,
+            runners=runners,
+            participants=participants,
+            one_way=OneWay(services, host),
+            conversation=Conversations(services, host, calls),
+            meeting=Meetings(services, registry, runners),
+        )
+        self._parts = parts
+        return parts
 
-    async def _stop_services(self, tg: anyio.abc.TaskGroup) -> None:
+    @staticmethod
+    async def _start(tg: anyio.abc.TaskGroup, parts: Internals[T]) -> None:
+        """Start the tree, leaves first: news, calls, agents (hosting recovers their backlog), meetings."""
+        await tg.start(parts.services.news.run)
+        await tg.start(parts.calls.run)
+        await tg.start(parts.host.run)
+        await tg.start(parts.events.run)
+        await tg.start(parts.participants.run)
+        await tg.start(parts.runners.run)
+
+    async def _stop(self, tg: anyio.abc.TaskGroup, parts: Internals[T]) -> None:
+        """Stop intake, let running handlers finish within the grace period, then cancel the rest."""
         with anyio.CancelScope(shield=True):
-            assert self._one_way is not None
             with anyio.move_on_after(self.config.shutdown_grace):
-                await self._one_way.drain()
+                await parts.host.drain()
             tg.cancel_scope.cancel()
 
-    @property
-    def services(self) -> Services[T]:
-        """The open runtime's services (for the actors and the CLI)."""
+    def _bind(self, agent: Agent[Any], external_id: str) -> None:
+        """Give a hosted agent instance its runtime and id (before ``on_start``)."""
+        agent.messaging = self
+        agent.agent_id = external_id
+
+    def _open_parts(self) -> Internals[T]:
         self._check_open()
-        assert self._services is not None
-        return self._services
+        assert self._parts is not None
+        return self._parts
 
     @property
     def one_way(self) -> OneWay[T]:
         """One-way messages: ``await am.one_way.send(sender, recipients, message)``."""
-        self._check_open()
-        assert self._one_way is not None
-        return self._one_way
+        return self._open_parts().one_way
 
     @property
     def conversation(self) -> Conversations[T]:
         """Calls and chats between two agents."""
-        self._check_open()
-        assert self._conversation is not None
-        return self._conversation
+        return self._open_parts().conversation
 
     @property
     def meeting(self) -> Meetings[T]:
         """Turn-based meetings of many agents."""
-        self._check_open()
-        assert self._meeting is not None
-        return self._meeting
+        return self._open_parts().meeting
 
     # ---------------------------------------------------------------- hosting
 
@@ -264,21 +296,24 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
 
         return decorate
 
-    def host(self, agent: str, agent_class: type[AgentClass[T]], *, restart: str = "permanent") -> None:
-        """Host ``agent`` here with an ``Agent`` subclass (a fresh instance per (re)start)."""
-        from ..actors.agent import Agent as AgentBase
-
+    def host(self, agent: str, agent_class: type[Agent[T]] | Agent[T], *, restart: str = "permanent") -> None:
+        """Host ``agent`` here with an ``Agent`` subclass (a fresh instance per (re)start) or an ``Agent`` instance
+        (the same instance across restarts)."""
         name = check_id(agent, "agent")
-        if not (isinstance(agent_class, type) and issubclass(agent_class, AgentBase)):
-            raise InvalidArgument(f"host() takes an Agent subclass, not {agent_class!r}")
-        self._add_host(HostSpec(agent=name, agent_class=agent_class, restart=_restart(restart)))
+        if isinstance(agent_class, Agent):
+            spec = HostSpec(agent=name, instance=agent_class, restart=_restart(restart))
+        elif isinstance(agent_class, type) and issubclass(agent_class, Agent):
+            spec = HostSpec(agent=name, agent_class=agent_class, restart=_restart(restart))
+        else:
+            raise InvalidArgument(f"host() takes an Agent subclass or instance, not {agent_class!r}")
+        self._add_host(spec)
 
     def _add_host(self, spec: HostSpec) -> None:
         if self._state in (RuntimeState.CLOSING, RuntimeState.CLOSED):
             raise LifecycleError("cannot host agents on a closed runtime")
-        self.registry.hosts[spec.agent] = spec
-        if self._state is RuntimeState.OPEN and self._one_way is not None:
-            self._one_way.host_soon(spec)
+        self._registry.hosts[spec.agent] = spec
+        if self._state is RuntimeState.OPEN and self._parts is not None:
+            self._parts.host.host_soon(spec)
 
     def register_turn_handler(self, *agents: str) -> Callable[[TurnHandler], TurnHandler]:
         """Decorator: ``async def on_turn(turn) -> message | None`` takes ``agents``' meeting turns."""
@@ -288,7 +323,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
 
         def decorate(fn: TurnHandler) -> TurnHandler:
             for name in names:
-                self.registry.turn_handlers[name] = fn
+                self._registry.turn_handlers[name] = fn
             return fn
 
         return decorate
@@ -302,7 +337,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
 
         def decorate(fn: EventHandler) -> EventHandler:
             for key in keys:
-                self.registry.event_handlers.setdefault(key, []).append(fn)
+                self._registry.event_handlers.setdefault(key, []).append(fn)
             return fn
 
         return decorate
@@ -327,36 +362,36 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
 
     async def register_agent(
         self, external_id: str, organization_external_id: str, name: str, metadata: dict[str, Any] | None = None
-    ) -> Agent:
+    ) -> AgentInfo:
         """Register an agent in an organization; ``AlreadyExists`` if a live agent has the external id."""
         self._check_open()
         assert self._agents is not None
         check_id(external_id, "agent external_id")
         organization = await self.get_organization(organization_external_id)
         agent = await self._agents.create(external_id, organization, check_name(name), check_metadata(metadata))
-        if self._one_way is not None:
-            await self._one_way.agent_registered(agent)
+        if self._parts is not None:
+            await self._parts.host.registered(agent)
         return agent
 
-    async def get_agent(self, external_id: str) -> Agent:
+    async def get_agent(self, external_id: str) -> AgentInfo:
         """The live agent with this external id (``AgentNotFound`` otherwise)."""
         self._check_open()
         assert self._agents is not None
         return await self._agents.get(check_id(external_id, "agent external_id"))
 
-    async def list_agents(self, organization_external_id: str) -> list[Agent]:
+    async def list_agents(self, organization_external_id: str) -> list[AgentInfo]:
         """The organization's live agents (``OrganizationNotFound`` for an unknown organization)."""
         organization = await self.get_organization(organization_external_id)
         assert self._agents is not None
-        return await self._agents.list(organization)
+        return await self._agents.in_organization(organization)
 
-    async def deregister_agent(self, external_id: str) -> Agent:
+    async def deregister_agent(self, external_id: str) -> AgentInfo:
         """Deregister an agent: it can no longer send or receive; its history stays queryable."""
         self._check_open()
         assert self._agents is not None
         agent = await self._agents.deregister(check_id(external_id, "agent external_id"))
-        if self._services is not None:
-            self._services.directory.forget(agent.external_id)
+        if self._parts is not None:
+            self._parts.services.directory.forget(agent.external_id)
         return agent
 
     async def get_dead_letters(self, agent: str | None = None, *, limit: int = 100) -> list[DeadLetter]:
@@ -373,3 +408,30 @@ def _restart(value: str) -> RestartType:
         return RestartType(value)
     except ValueError:
         raise InvalidArgument(f"restart must be 'permanent', 'transient' or 'temporary', not {value!r}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class Internals(Generic[T]):
+    """The parts of an open runtime (see :func:`internals`)."""
+
+    database: Database
+    services: Services[T]
+    registry: Registry[T]
+    calls: Calls[T]
+    host: AgentHost[T]
+    events: EventDispatcher
+    runners: MeetingRunners[T]
+    participants: HostedParticipants[T]
+    one_way: OneWay[T]
+    conversation: Conversations[T]
+    meeting: Meetings[T]
+
+
+def internals(am: AgentMessaging[T]) -> Internals[T]:
+    """The escape hatch: the parts of an open runtime, for tests, benchmarks and the CLI.
+
+    ``internals(am).database`` runs raw SQL on the runtime's pool; the other parts are
+    the runtime's own. None of it is a stable API (hence no public name): it changes
+    with the implementation. ``LifecycleError`` when the runtime is not open.
+    """
+    return am._open_parts()

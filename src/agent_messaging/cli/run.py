@@ -36,9 +36,11 @@ import typer
 from anyio.abc import TaskStatus
 from pydantic import SecretStr
 
+from .._app import AgentMessaging, internals
 from ..errors import ConfigurationError
+from ..persistence.store import meetings as meeting_store, messages as message_store
+from ._common import describe, fail, password_of, where
 from ._logging import configure_logging
-from .runtime import AgentMessaging
 
 __all__ = ["load_app", "run"]
 
@@ -107,26 +109,15 @@ async def _watch_signals(stopping: anyio.Event, *, task_status: TaskStatus[None]
 
 async def _start_line(am: AgentMessaging[Any], target: str, since: datetime) -> str:
     """The one line ``run`` prints once serving: database, hosted agents, recovered work."""
-    from .cli import _where
-
-    host = am.services.extras.get("agent_host")
-    hosted = sorted(getattr(host, "hosted", {}) or am.registry.hosts)
-    standby = sorted(getattr(host, "standby", {}))
-    waiting = sorted(getattr(host, "waiting", {}))
-    db = am.database
-    row = await db.fetch_row(
-        "SELECT count(*) FILTER (WHERE m.kind <> 'request') AS unread, count(*) FILTER (WHERE m.kind = 'request') "
-        "AS calls FROM messages m JOIN agents a ON a.id = m.recipient_id "
-        "WHERE a.external_id = ANY($1::text[]) AND a.deregistered_at IS NULL AND m.dead_at IS NULL "
-        "AND m.created_at < $2 AND (m.read_at IS NULL OR m.read_at >= $2)",
-        [hosted, since],
-    )
-    meetings = await db.fetch_val("SELECT count(*) FROM meetings WHERE status <> 'ended'")
-    unread = int(row["unread"]) if row else 0
-    calls = int(row["calls"]) if row else 0
-    where = _where(am.config)
+    parts = internals(am)
+    host = parts.host
+    hosted = sorted(host.hosted or parts.registry.hosts)
+    standby = sorted(host.standby)
+    waiting = sorted(host.waiting)
+    unread, calls = await message_store.backlog(parts.database, hosted, since)
+    meetings = await meeting_store.count_active(parts.database)
     agents = ", ".join(hosted) if hosted else "none"
-    turns = sorted(am.registry.turn_handlers)
+    turns = sorted(parts.registry.turn_handlers)
     extra = "".join(
         [
             f"; meeting turns: {', '.join(turns)}" if turns else "",
@@ -135,9 +126,9 @@ async def _start_line(am: AgentMessaging[Any], target: str, since: datetime) -> 
         ]
     )
     return (
-        f"agent-messaging run {target}: pid {os.getpid()}, database {where}; "
+        f"agent-messaging run {target}: pid {os.getpid()}, database {where(am.config)}; "
         f"hosting {len(hosted)} agent(s): {agents}{extra}; "
-        f"recovered {unread} unread message(s), {calls} pending call(s), {int(meetings or 0)} active meeting(s)"
+        f"recovered {unread} unread message(s), {calls} pending call(s), {meetings} active meeting(s)"
     )
 
 
@@ -181,20 +172,18 @@ def run(
     ] = None,
 ) -> None:
     """Host the agents of MODULE:ATTR until SIGINT/SIGTERM (the module's 'async def setup(am)' runs first)."""
-    from .cli import _describe, _fail, _password
-
     state = ctx.obj
     level = log_level or getattr(state, "log_level", None) or "INFO"
     try:
         configure_logging(level)
     except ConfigurationError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     if backend not in ("asyncio", "trio"):
-        _fail(f"--backend must be asyncio or trio, not {backend!r}", 2)
+        fail(f"--backend must be asyncio or trio, not {backend!r}", 2)
     try:
         am, setup = load_app(target)
     except AppError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     updates: dict[str, Any] = {}
     if grace is not None:
         updates["shutdown_grace"] = grace
@@ -202,17 +191,17 @@ def run(
         updates["dsn"] = SecretStr(dsn)
     if updates:
         am.config = am.config.model_copy(update=updates)
-    secrets = _password(am.config.dsn_value())
+    secrets = password_of(am.config.dsn_value())
     try:
         anyio.run(serve, am, setup, target, backend=backend)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        fail("interrupted", 130)
     except BaseException as exc:
         if isinstance(exc, typer.Exit | SystemExit):
             raise
         leaf = _leaf(exc)
         log.debug("run.crash_traceback", exc_info=leaf)
-        _fail(f"runtime crashed: {type(leaf).__name__}: {_describe(leaf, secrets)}")
+        fail(f"runtime crashed: {type(leaf).__name__}: {describe(leaf, secrets)}")
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -8,38 +8,41 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..models import MeetingEvent, MeetingEventType, Turn
-from .supervisor import RestartType
-
-if TYPE_CHECKING:
-    from ..actors.agent import Agent, MessageContext
+from ..runtime.supervisor import RestartType
+from .agent import Agent, FunctionAgent, MessageContext
 
 __all__ = ["EventHandler", "HandlerFn", "HostSpec", "Registry", "TurnHandler"]
 
 T = TypeVar("T")
-HandlerFn = Callable[[Any, "MessageContext[Any]"], Awaitable[Any]]
+#: A message handler: ``async def handler(message, ctx) -> reply | None`` (``register_handler``).
+HandlerFn = Callable[[Any, MessageContext[Any]], Awaitable[Any]]
+#: A meeting turn handler: ``async def on_turn(turn) -> message | None`` (None passes the floor).
 TurnHandler = Callable[[Turn[Any]], Awaitable[Any]]
+#: A meeting event handler: ``async def handler(event) -> None`` (``on_meeting_event``).
 EventHandler = Callable[[MeetingEvent[Any]], Awaitable[None]]
 
 
 @dataclass
 class HostSpec:
-    """How one agent is hosted: a handler function or an ``Agent`` class (fresh instance per restart)."""
+    """How one agent is hosted: a handler function, an ``Agent`` class (fresh instance per restart)
+    or an ``Agent`` instance (the same one across restarts)."""
 
     agent: str
     handler: HandlerFn | None = None
     agent_class: type[Agent[Any]] | None = None
+    instance: Agent[Any] | None = None
     restart: RestartType = RestartType.PERMANENT
 
     def make(self) -> Agent[Any]:
-        """A fresh ``Agent`` instance for this spec (a function is wrapped in one)."""
-        from ..actors.agent import FunctionAgent
-
+        """The ``Agent`` instance for a (re)start of this agent (a function is wrapped in one)."""
+        if self.instance is not None:
+            return self.instance
         if self.agent_class is not None:
-            instance: Agent[Any] = self.agent_class()
-            return instance
+            made: Agent[Any] = self.agent_class()
+            return made
         assert self.handler is not None
         return FunctionAgent(self.handler)
 
@@ -57,18 +60,20 @@ class Registry(Generic[T]):
         if agent in self.turn_handlers:
             return True
         spec = self.hosts.get(agent)
-        return spec is not None and spec.agent_class is not None and _has_on_turn(spec.agent_class)
+        if spec is None:
+            return False
+        cls = type(spec.instance) if spec.instance is not None else spec.agent_class
+        return cls is not None and _has_on_turn(cls)
 
     def turn_handler(self, agent: str) -> TurnHandler | None:
-        """The code that takes ``agent``'s meeting turns here, if any (a function or its class's ``on_turn``)."""
+        """The code that takes ``agent``'s meeting turns here, if any (a function or its agent's ``on_turn``)."""
         fn = self.turn_handlers.get(agent)
         if fn is not None:
             return fn
         if not self.has_turn_handler(agent):
             return None
-        agent_class = self.hosts[agent].agent_class
-        assert agent_class is not None
-        return agent_class().on_turn
+        spec = self.hosts[agent]
+        return spec.instance.on_turn if spec.instance is not None else spec.make().on_turn
 
     def event_handlers_for(self, event_type: MeetingEventType) -> list[EventHandler]:
         """Handlers registered for this type and for every type."""
@@ -76,6 +81,4 @@ class Registry(Generic[T]):
 
 
 def _has_on_turn(cls: type[Any]) -> bool:
-    from ..actors.agent import Agent
-
     return getattr(cls, "on_turn", None) is not getattr(Agent, "on_turn", None)

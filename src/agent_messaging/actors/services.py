@@ -1,7 +1,11 @@
-"""What the domain actors get from the runtime: database, writer, directory, codec, signals.
+"""What the domain gets from the runtime: one typed :class:`Services` per open runtime.
 
-One ``Services`` object per open runtime; the facades (``am.one_way``,
-``am.conversation``, ``am.meeting``) and actors hold it instead of the runtime.
+The composition root (:mod:`agent_messaging._app`) builds it; the facades
+(``am.one_way``, ``am.conversation``, ``am.meeting``), the agent host and the
+actors hold it instead of the runtime. Its parts: the database and the
+group-commit writer, this runtime's presence, the agent :class:`Directory`
+(external ids to live agents), the payload :class:`Codec`, in-process
+:class:`~.news.Signals` and the :class:`~.news.News` of other processes.
 """
 
 from __future__ import annotations
@@ -10,22 +14,22 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import anyio
-from anyio.abc import TaskGroup
 from pydantic import TypeAdapter, ValidationError
 
 from .._validation import check_id
 from ..config import Config
 from ..errors import AgentNotFound, CrossOrganization, InvalidMessage
-from ..models import Agent
+from ..models import AgentInfo
 from ..persistence.database import Database
-from ..persistence.repositories import AgentRepository
+from ..persistence.presence import Presence
+from ..persistence.store.agents import Agents
 from ..persistence.writer import Writer
+from .news import News, Signals
 
-__all__ = ["Codec", "Directory", "Services", "Signals"]
+__all__ = ["Codec", "Directory", "Services"]
 
 T = TypeVar("T")
 
@@ -51,7 +55,7 @@ class Codec(Generic[T]):
 
     def decode(self, data: Any) -> T:
         """``T`` from a jsonb value read back from the database."""
-        if isinstance(data, str | bytes) and not _is_str_type(self.message_type):
+        if isinstance(data, str | bytes) and self.message_type is not str:
             with contextlib.suppress(ValueError):
                 data = json.loads(data)
         return self._adapter.validate_python(data)
@@ -61,17 +65,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp)
 
 
-def _is_str_type(tp: Any) -> bool:
-    return tp is str
-
-
 class Directory:
     """Resolves agent external ids to live agents (cached) and checks organizations."""
 
-    def __init__(self, repo: AgentRepository) -> None:
-        self.repo = repo
-        self._cache: dict[str, Agent] = {}
-        self._by_id: dict[uuid.UUID, Agent] = {}
+    def __init__(self, agents: Agents) -> None:
+        self.agents = agents
+        self._cache: dict[str, AgentInfo] = {}
+        self._by_id: dict[uuid.UUID, AgentInfo] = {}
 
     def forget(self, external_id: str) -> None:
         """Drop a cached agent (after it was deregistered)."""
@@ -79,25 +79,25 @@ class Directory:
         if agent is not None:
             self._by_id.pop(agent.id, None)
 
-    def remember(self, agent: Agent) -> None:
+    def remember(self, agent: AgentInfo) -> None:
         """Cache an agent."""
         self._cache[agent.external_id] = agent
         self._by_id[agent.id] = agent
 
-    async def get(self, external_id: object, what: str = "agent") -> Agent:
+    async def get(self, external_id: object, what: str = "agent") -> AgentInfo:
         """The live agent with this external id; ``AgentNotFound`` / ``InvalidArgument`` otherwise."""
         key = check_id(external_id, what)
         agent = self._cache.get(key)
         if agent is None:
-            agent = await self.repo.get(key)  # live agents only
+            agent = await self.agents.get(key)  # live agents only
             self.remember(agent)
         return agent
 
-    async def get_many(self, external_ids: Sequence[str]) -> list[Agent]:
+    async def get_many(self, external_ids: Sequence[str]) -> list[AgentInfo]:
         """Live agents for ``external_ids`` (validated), in order; ``AgentNotFound`` names the first missing."""
         missing = [x for x in external_ids if x not in self._cache]
         if missing:
-            for agent in (await self.repo.get_many(missing)).values():
+            for agent in (await self.agents.get_many(missing)).values():
                 self.remember(agent)
         result = []
         for x in external_ids:
@@ -107,71 +107,36 @@ class Directory:
             result.append(found)
         return result
 
-    async def by_id(self, agent_id: uuid.UUID | str) -> Agent:
+    async def by_id(self, agent_id: uuid.UUID) -> AgentInfo:
         """An agent by internal id (also deregistered ones)."""
-        key = agent_id if isinstance(agent_id, uuid.UUID) else uuid.UUID(agent_id)
-        agent = self._by_id.get(key)
+        agent = self._by_id.get(agent_id)
         if agent is None:
-            found = await self.repo.by_ids([key])
-            agent = next(iter(found.values()), None)
+            found = await self.agents.by_ids([agent_id])
+            agent = found.get(agent_id)
             if agent is None:
                 raise AgentNotFound(str(agent_id))
-            self._by_id[key] = agent
+            self._by_id[agent_id] = agent
         return agent
 
     @staticmethod
-    def same_organization(agent: Agent, others: Iterable[Agent]) -> None:
+    def same_organization(agent: AgentInfo, others: Iterable[AgentInfo]) -> None:
         """``CrossOrganization`` if any of ``others`` is in another organization than ``agent``."""
         for other in others:
             if other.organization_id != agent.organization_id:
                 raise CrossOrganization(agent.external_id, other.external_id)
 
 
-def remote_key(key: str | uuid.UUID) -> str:
-    """The signal key fired only for news from other processes (NOTIFY) and by the sweep."""
-    return f"remote:{key}"
-
-
-class Signals:
-    """In-process wake-ups: a waiter on a key is woken when someone :meth:`fire` s that key.
-
-    Keys are strings (an agent id, ``"meeting:<id>"``). The NOTIFY listener fires
-    the same keys for news from other processes.
-    """
-
-    def __init__(self) -> None:
-        self._events: dict[str, anyio.Event] = {}
-
-    def event(self, key: str) -> anyio.Event:
-        """The event the next :meth:`fire` of ``key`` sets (wait on it after checking the database)."""
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = anyio.Event()
-        return event
-
-    def fire(self, keys: Iterable[str]) -> None:
-        """Wake everyone waiting on any of ``keys``."""
-        for key in keys:
-            event = self._events.pop(key, None)
-            if event is not None:
-                event.set()
-
-    def fire_all(self) -> None:
-        """Wake every waiter (a NOTIFY said '*', or the poll period passed)."""
-        events, self._events = self._events, {}
-        for event in events.values():
-            event.set()
-
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Services(Generic[T]):
-    """Everything the domain actors and facades need from an open runtime."""
+    """Everything the domain needs from an open runtime."""
 
     config: Config
+    runtime_id: str
+    """This runtime's id: its NOTIFYs carry it, so its own listener ignores them."""
     db: Database
     writer: Writer
+    presence: Presence
     directory: Directory
     codec: Codec[T]
     signals: Signals
-    task_group: TaskGroup
-    extras: dict[str, Any] = field(default_factory=dict)
+    news: News

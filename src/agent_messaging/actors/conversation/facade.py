@@ -6,55 +6,45 @@ database in the same statement that writes the message (see the writer's
 ``conversation.message``), so two processes opening a pair at once agree.
 
 ``send_and_wait`` commits the request with its absolute reply deadline, then
-waits on an in-memory slot (no pool connection held). Replies are matched by
-request id: a hosted handler's non-None return value (through the agent host's
-``reply_hook``) or :meth:`Conversations.reply` from anywhere. A reply written
-by another process is found by the sender's watch (NOTIFY, then the periodic
-sweep as a fallback). A caller that timed out or was cancelled leaves the
-request open: its late reply becomes an unread message for the sender.
+waits on an in-memory slot (no pool connection held; see :mod:`..calls`).
+Replies are matched by request id: a hosted handler's non-None return value
+(recorded by its agent actor) or :meth:`Conversations.reply` from anywhere. A
+reply written by another process is found by the sender's watch (NOTIFY, then
+the periodic sweep as a fallback). A caller that timed out or was cancelled
+leaves the request open: its late reply becomes an unread message for the
+sender.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
-from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
 
-from .._validation import check_id, check_metadata
-from ..errors import (
-    ConversationEnded,
-    InvalidArgument,
-    InvalidMessage,
-    InvalidOperation,
-    PersistenceUnavailable,
-    ReplyTimeout,
-)
-from ..models import Agent as AgentModel
-from ..models import MessageKind
-from ..persistence.writer import Write
-from ..runtime._services import Services
-from . import _conv_sql as sql
-from ._chat import DEFAULT, ChatQueries, Timeout
-from ._deadlock import WaitGraph
-from ._delivery import Envelope, insert_write, new_envelope, optional_uuid
-from ._host import CURRENT_AGENT, AgentHost
-from ._waiters import Waiter, Waiters
+from ..._validation import check_id, check_metadata
+from ...errors import ConversationEnded, InvalidArgument, InvalidOperation, PersistenceUnavailable
+from ...models import AgentInfo, MessageKind
+from ...persistence._rows import as_uuid, optional_uuid
+from ...persistence.store import conversations as store
+from ...persistence.writer import Write
+from ..agent_actor import CURRENT_AGENT
+from ..calls import Calls, Waiter
+from ..envelope import Envelope, insert_row, insert_write, new_envelope
+from ..hosting import AgentHost
+from ..services import Services
+from .chat import DEFAULT, ChatQueries, Timeout
+from .deadlock import WaitGraph
 
 __all__ = ["DEFAULT", "Conversations"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.conversation")
-_ANSWERED_LIMIT = 100_000
-_EXPIRE_EVERY = 60.0
 
 
-def _pair_key(a: AgentModel, b: AgentModel) -> tuple[uuid.UUID, uuid.UUID]:
+def _pair_key(a: AgentInfo, b: AgentInfo) -> tuple[uuid.UUID, uuid.UUID]:
     # Python orders UUIDs by their 128-bit value, as PostgreSQL orders uuid bytewise
     return (a.id, b.id) if a.id < b.id else (b.id, a.id)
 
@@ -62,38 +52,14 @@ def _pair_key(a: AgentModel, b: AgentModel) -> tuple[uuid.UUID, uuid.UUID]:
 class Conversations(ChatQueries[T]):
     """Calls and chats between two agents. Reached as ``am.conversation``."""
 
-    def __init__(self, services: Services[T]) -> None:
+    def __init__(self, services: Services[T], host: AgentHost[T], calls: Calls[T]) -> None:
         self.services = services
-        self.waiters: Waiters[T] = Waiters(services)
+        self.host = host
+        self.calls = calls
         self.graph = WaitGraph()
-        self.host: AgentHost[T] = services.extras["agent_host"]
-        self.host.reply_hook = self._on_handler_reply
         self._sessions: dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID] = {}
         self._opened: set[uuid.UUID] = set()
-        self._answering: set[uuid.UUID] = set()
-        self._answered: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._reply_locks: dict[tuple[uuid.UUID, uuid.UUID], anyio.Lock] = {}
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Expire requests whose deadline passed while nobody ran, then serve (watches) until cancelled."""
-        async with anyio.create_task_group() as tg:
-            self.waiters.tg = tg
-            expired = await self._expire()
-            if expired:
-                log.info("conversation.requests_expired", count=expired)
-            task_status.started()
-            while True:
-                await anyio.sleep(max(_EXPIRE_EVERY, self.services.config.poll_interval))
-                try:
-                    await self._expire()
-                except Exception as exc:  # retried next period
-                    log.warning("conversation.expire_failed", error=repr(exc))
-
-    async def _expire(self) -> int:
-        rows = await self.services.db.fetch(
-            f"WITH e AS ({sql.EXPIRE_REQUESTS} RETURNING 1) SELECT count(*) AS n FROM e"
-        )
-        return int(rows[0]["n"]) if rows else 0
 
     # ------------------------------------------------------------ talk and wait
 
@@ -124,7 +90,6 @@ class Conversations(ChatQueries[T]):
         if caller is not None:
             self.graph.add(caller, b.external_id)  # DeadlockDetected before anything is written
         try:
-            end = math.inf if limit is None else anyio.current_time() + limit
             deadline = None if limit is None else datetime.now(UTC) + timedelta(seconds=limit)
             cid, extra = self._session(a, b)
             env = new_envelope(
@@ -137,50 +102,16 @@ class Conversations(ChatQueries[T]):
                 reply_deadline=deadline,
             )
             waiter: Waiter[T] = Waiter(env.id, a.external_id, b.external_id, a.id, cid)
-            self.waiters.add(waiter)
+            self.calls.add(waiter)
             try:
                 await self._commit(env, a, b, extra)
                 waiter.conversation_id = env.conversation_id or cid
-                return await self._await_reply(waiter, end, limit)
+                return await self.calls.wait(waiter, limit)
             finally:
-                self.waiters.remove(waiter)
+                self.calls.remove(waiter)
         finally:
             if caller is not None:
                 self.graph.remove(caller, b.external_id)
-
-    async def _await_reply(self, waiter: Waiter[T], end: float, limit: float | None) -> T:
-        cancelled = True
-        try:
-            with anyio.move_on_at(end):
-                await waiter.done.wait()
-            cancelled = False
-        finally:
-            if not waiter.done.is_set():
-                waiter.closing = True
-                claim = waiter.claim
-                if claim is not None:  # a reply is being committed for us: never drop it
-                    with anyio.CancelScope(shield=True):
-                        await claim.wait()
-            if cancelled and waiter.reply_id is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._unconsume(waiter)
-        if waiter.error is not None:
-            raise waiter.error
-        if waiter.reply_id is not None:
-            return cast(T, waiter.reply)
-        self.services.writer.submit_nowait([Write("message.timed_out", (waiter.request_id,))])
-        assert limit is not None
-        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit)
-
-    async def _unconsume(self, waiter: Waiter[T]) -> None:
-        """The caller was cancelled after its reply was consumed: put the reply back in its unread messages."""
-        assert waiter.reply_id is not None
-        key = str(waiter.sender_id)
-        try:
-            await self.services.writer.write([Write("conversation.unread", (waiter.reply_id,))], notify=[key])
-            self.services.signals.fire([key])
-        except Exception as exc:
-            log.warning("conversation.unconsume_failed", reply_id=str(waiter.reply_id), error=repr(exc))
 
     async def reply(
         self, responder: str, waiting_agent: str, message: T, *, request_id: uuid.UUID | None = None
@@ -197,14 +128,14 @@ class Conversations(ChatQueries[T]):
         if request_id is not None:
             if not isinstance(request_id, uuid.UUID):
                 raise InvalidArgument(f"request_id must be a UUID, not {type(request_id).__name__}")
-            if request_id in self._answering or request_id in self._answered:
+            if self.calls.answered(request_id):
                 raise InvalidOperation(f"request {request_id} is already answered")
-            row = await self.services.db.fetch_row(sql.REQUEST_BY_ID, [request_id])
+            row = await store.request(self.services.db, request_id)
             if (
                 row is None
                 or row["kind"] != MessageKind.REQUEST.value
-                or str(row["sender_id"]) != str(w.id)
-                or str(row["recipient_id"]) != str(r.id)
+                or as_uuid(row["sender_id"]) != w.id
+                or as_uuid(row["recipient_id"]) != r.id
             ):
                 raise InvalidOperation(f"message {request_id} is not a request from {waiting_agent!r} to {responder!r}")
             if row["replied_at"] is not None:
@@ -215,73 +146,23 @@ class Conversations(ChatQueries[T]):
         if lock is None:
             lock = self._reply_locks[key] = anyio.Lock()
         async with lock:  # two replies of this process never pick the same oldest request
-            row = await self.services.db.fetch_row(sql.OLDEST_OPEN_REQUEST, [r.id, w.id, list(self._answering)])
+            row = await store.oldest_open_request(self.services.db, r.id, w.id, self.calls.answering())
             if row is None:
                 raise InvalidOperation(f"{waiting_agent!r} has no unanswered request to {responder!r}")
-            rid = uuid.UUID(str(row["id"]))
+            rid = as_uuid(row["id"])
             return await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
-
-    async def _on_handler_reply(self, request: Envelope[Any], result: Any) -> None:
-        """The agent host's reply hook: a hosted handler returned ``result`` for ``request``."""
-        if request.id in self._answering or request.id in self._answered:
-            return  # already answered with reply()
-        try:
-            value, text = self.services.codec.prepare(result, "reply")
-        except InvalidMessage as exc:
-            log.warning(
-                "conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=str(exc)
-            )
-            waiter = self.waiters.by_id.get(request.id)
-            if waiter is not None:
-                waiter.fail(
-                    InvalidMessage(
-                        f"{request.recipient!r} replied to request {request.id} with an invalid value: {exc}"
-                    )
-                )
-            return
-        responder = await self.services.directory.by_id(request.recipient_id)
-        waiting = await self.services.directory.by_id(request.sender_id)
-        await self._record_reply(responder, waiting, request.id, request.conversation_id, value, text)
 
     async def _record_reply(
         self,
-        responder: AgentModel,
-        waiting: AgentModel,
+        responder: AgentInfo,
+        waiting: AgentInfo,
         request_id: uuid.UUID,
         cid: uuid.UUID | None,
         value: T,
         text: str,
     ) -> uuid.UUID:
-        waiter = self.waiters.by_id.get(request_id)
-        consumed = waiter is not None and waiter.try_claim()
-        env = new_envelope(
-            MessageKind.REPLY,
-            responder,
-            waiting,
-            value,
-            text,
-            conversation_id=cid,
-            in_reply_to=request_id,
-        )
-        key = str(waiting.id)
-        self._answering.add(request_id)
-        try:
-            await self.services.writer.write(
-                [self._message_write(env, consumed), Write("message.replied", (request_id,))],
-                notify=() if consumed else [key],
-            )
-        except BaseException:
-            if waiter is not None and consumed:
-                waiter.release()
-            raise
-        finally:
-            self._answering.discard(request_id)
-        self._answered[request_id] = None
-        if len(self._answered) > _ANSWERED_LIMIT:
-            self._answered.popitem(last=False)
-        if waiter is not None and consumed:
-            waiter.complete(value, env.id)
-        else:
+        env, consumed = await self.calls.record_reply(responder, waiting, request_id, cid, value, text)
+        if not consumed:
             await self.host.committed([env])
         return env.id
 
@@ -296,11 +177,10 @@ class Conversations(ChatQueries[T]):
         a, b = await self._agents(agent_a, agent_b, ("agent_a", "agent_b"))
         prepared = None if message is None else self.services.codec.prepare(message, "ending message")
         pair = _pair_key(a, b)
-        row = await self.services.db.fetch_row(sql.ACTIVE_CONVERSATION, list(pair))
-        if row is None:
+        cid = await store.active_conversation(self.services.db, pair)
+        if cid is None:
             raise InvalidOperation(f"there is no active conversation between {agent_a!r} and {agent_b!r}")
-        cid = uuid.UUID(str(row["id"]))
-        writes = [Write("conversation.end", (cid, a.id))]
+        writes = [Write(store.END, (cid, a.id))]
         env: Envelope[T] | None = None
         if prepared is not None:
             env = new_envelope(MessageKind.END, a, b, prepared[0], prepared[1], conversation_id=cid)
@@ -310,7 +190,7 @@ class Conversations(ChatQueries[T]):
         self._sessions.pop(pair, None)
         self._opened.discard(cid)
         ending = None if prepared is None else prepared[0]
-        for waiter in self.waiters.on_conversation(cid):
+        for waiter in self.calls.on_conversation(cid):
             waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, cid, ending))
         self.services.signals.fire(keys)  # waiters whose session id this process did not know check the database
         log.info("conversation.ended", conversation_id=str(cid), agent=a.external_id, other=b.external_id)
@@ -338,7 +218,7 @@ class Conversations(ChatQueries[T]):
 
     async def _agents(
         self, first: str, second: str, what: tuple[str, str] = ("sender", "recipient")
-    ) -> tuple[AgentModel, AgentModel]:
+    ) -> tuple[AgentInfo, AgentInfo]:
         x = check_id(first, what[0])
         y = check_id(second, what[1])
         if x == y:
@@ -348,7 +228,7 @@ class Conversations(ChatQueries[T]):
         self.services.directory.same_organization(a, [b])
         return a, b
 
-    def _session(self, a: AgentModel, b: AgentModel) -> tuple[uuid.UUID, list[Write]]:
+    def _session(self, a: AgentInfo, b: AgentInfo) -> tuple[uuid.UUID, list[Write]]:
         """The pair's session id as this process knows it, and the row that opens it if not yet committed."""
         pair = _pair_key(a, b)
         cid = self._sessions.get(pair)
@@ -356,13 +236,13 @@ class Conversations(ChatQueries[T]):
             cid = self._sessions[pair] = uuid.uuid4()
         if cid in self._opened:
             return cid, []
-        return cid, [Write("conversation.open", (cid, a.organization_id, pair[0], pair[1]))]
+        return cid, [Write(store.OPEN, (cid, a.organization_id, pair[0], pair[1]))]
 
-    def _message_write(self, env: Envelope[T], consumed: bool = False) -> Write:
-        row = insert_write(env).row
-        return Write("conversation.message", (*row, consumed))
+    @staticmethod
+    def _message_write(env: Envelope[T]) -> Write:
+        return Write(store.MESSAGE, (*insert_row(env), False))
 
-    async def _commit(self, env: Envelope[T], a: AgentModel, b: AgentModel, extra: list[Write]) -> None:
+    async def _commit(self, env: Envelope[T], a: AgentInfo, b: AgentInfo, extra: list[Write]) -> None:
         """Commit a request or chat line with its session, wake local readers, deliver to a hosted recipient."""
         key = str(env.recipient_id)
         try:
@@ -375,11 +255,11 @@ class Conversations(ChatQueries[T]):
             # another process opened this pair's session at the same moment: adopt it and write again
             log.info("conversation.session_race", error=repr(exc))
             pair = _pair_key(a, b)
-            row = await self.services.db.fetch_row(sql.ACTIVE_CONVERSATION, list(pair))
+            active = await store.active_conversation(self.services.db, pair)
             self._sessions.pop(pair, None)
-            if row is not None:
-                self._sessions[pair] = uuid.UUID(str(row["id"]))
-                self._opened.add(self._sessions[pair])
+            if active is not None:
+                self._sessions[pair] = active
+                self._opened.add(active)
             env.conversation_id, extra = self._session(a, b)
             await self.services.writer.write([*extra, self._message_write(env)], notify=[key])
         if env.conversation_id is not None:

@@ -18,8 +18,8 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..models import MeetingEvent
-from ..runtime.registry import EventHandler, Registry
+from ...models import MeetingEvent
+from ..registry import EventHandler, Registry
 
 __all__ = ["DispatcherStatistics", "EventDispatcher"]
 

@@ -14,14 +14,13 @@ from typing import Any, Generic, TypeVar
 import anyio
 import structlog
 
-from .._validation import check_id, check_limit, check_timeout
-from ..errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
-from ..models import Agent as AgentModel
-from ..models import Message
-from ..runtime._services import Services
-from . import _conv_sql as sql
-from ._delivery import envelope_from_row, page_messages
-from ._host import AgentHost
+from ..._validation import check_id, check_limit, check_timeout
+from ...errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
+from ...models import AgentInfo, Message
+from ...persistence.store import messages as store
+from ..envelope import messages_from_rows
+from ..hosting import AgentHost
+from ..services import Services
 
 __all__ = ["DEFAULT", "ChatQueries", "Timeout"]
 
@@ -69,15 +68,10 @@ class ChatQueries(Generic[T]):
         other = None if from_agent is None else await self.services.directory.get(from_agent, "from_agent")
         return await self._claim(who, other, limit)
 
-    async def _claim(self, who: AgentModel, other: AgentModel | None, limit: int) -> list[Message[T]]:
-        params: list[Any] = [who.id]
-        sender = ""
-        if other is not None:
-            params.append(other.id)
-            sender = "AND sender_id = $2"
+    async def _claim(self, who: AgentInfo, other: AgentInfo | None, limit: int) -> list[Message[T]]:
         with anyio.CancelScope(shield=True):  # a committed claim must reach the caller
-            rows = await self.services.db.fetch(sql.CLAIM_UNREAD.format(sender=sender, limit=int(limit)), params)
-        return [envelope_from_row(self.services.codec, row).to_message() for row in rows]
+            rows = await store.claim_unread(self.services.db, who.id, None if other is None else other.id, limit)
+        return messages_from_rows(self.services.codec, rows)
 
     async def wait_for_message(
         self,
@@ -114,8 +108,7 @@ class ChatQueries(Generic[T]):
         after = _check_after_seq(after_seq)
         who = await self.services.directory.get(agent)
         sender = await self.services.directory.get(other, "other")
-        where = "m.recipient_id = $1 AND m.sender_id = $2" + ("" if include_read else " AND m.read_at IS NULL")
-        return await self._page(where, [who.id, sender.id], limit, after)
+        return await self._page(limit, after, recipient_id=who.id, sender_id=sender.id, unread_only=not include_read)
 
     async def get_conversation_history(
         self, agent_a: str, agent_b: str, *, after_seq: int | None = None, limit: int = 100
@@ -125,14 +118,11 @@ class ChatQueries(Generic[T]):
         after = _check_after_seq(after_seq)
         a = await self.services.directory.get(agent_a, "agent_a")
         b = await self.services.directory.get(agent_b, "agent_b")
-        where = (
-            "m.conversation_id IS NOT NULL AND ((m.sender_id = $1 AND m.recipient_id = $2) "
-            "OR (m.sender_id = $2 AND m.recipient_id = $1))"
-        )
-        return await self._page(where, [a.id, b.id], limit, after)
+        return await self._page(limit, after, between=(a.id, b.id))
 
-    async def _page(self, where: str, params: list[Any], limit: int, after: int | None) -> list[Message[T]]:
-        return await page_messages(self.services, where, params, limit=limit, cursor=after, newest_first=False)
+    async def _page(self, limit: int, after: int | None, **where: Any) -> list[Message[T]]:
+        rows = await store.page(self.services.db, **where, limit=limit, cursor=after, newest_first=False)
+        return messages_from_rows(self.services.codec, rows)
 
     async def resume_agent_handler(self, agent: str) -> int:
         """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many it ran.

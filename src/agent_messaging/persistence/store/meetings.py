@@ -1,27 +1,34 @@
-"""Meeting reads: history, status and the rows an actor is rebuilt from at recovery.
+"""Meetings: their batched writes, history, status and the rows an actor is rebuilt from at recovery.
 
 Reads go straight to the pool (writes go through the persistence actor). Every
 function here takes a few bulk queries, never one query per meeting or per
 participant, so recovering a thousand meetings costs a handful of round trips.
-psqlpy returns uuid columns as ``str``; this module turns them back into UUIDs.
+Functions that return history take ``decode``, which turns a stored payload
+into the runtime's message type.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
-from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus
-from ..persistence.database import Database, Row
-from ..runtime._services import Codec
-from ._meeting_types import participants_of
+from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, Participant, ParticipantStatus
+from .._rows import as_uuid, json_dict
+from ..database import Database, Row
+from ..writer import Statement, insert_statement
 
 __all__ = [
+    "CREATE",
+    "EVENT",
+    "PARTICIPANT",
+    "PARTICIPANT_STATE",
+    "STATE",
     "MeetingRow",
     "SeatRow",
+    "count_active",
     "event_from_row",
     "fetch_events",
     "fetch_history",
@@ -29,10 +36,63 @@ __all__ = [
     "fetch_status",
     "list_meetings",
     "load_active",
+    "participants_of",
     "status_of",
 ]
 
-T = TypeVar("T")
+Decode = Callable[[Any], Any]
+
+# ---------------------------------------------------------------------------------------- batched writes
+
+#: A new meeting: (id, organization_id, host_id, turn_duration, speaker_selection).
+CREATE = insert_statement(
+    "meeting.create",
+    40,
+    "meetings",
+    "id, organization_id, host_id, turn_duration, speaker_selection",
+    "uuid, uuid, uuid, float8, text",
+)
+#: A participant: (meeting_id, agent_id, position, status, joined_at).
+PARTICIPANT = insert_statement(
+    "meeting.participant",
+    41,
+    "meeting_participants",
+    "meeting_id, agent_id, position, status, joined_at",
+    "uuid, uuid, int, text, timestamptz",
+)
+#: A participant's new status: (meeting_id, agent_id, status, last_turn_seq).
+PARTICIPANT_STATE = Statement(
+    "meeting.participant_state",
+    42,
+    "UPDATE meeting_participants p SET status = u.status, "
+    "last_turn_seq = greatest(p.last_turn_seq, u.last_turn_seq), "
+    "joined_at = CASE WHEN u.status = 'present' THEN coalesce(p.joined_at, now()) ELSE p.joined_at END, "
+    "left_at = CASE WHEN u.status = 'left' THEN coalesce(p.left_at, now()) ELSE p.left_at END "
+    "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) "
+    "AS u(meeting_id, agent_id, status, last_turn_seq) "
+    "WHERE p.meeting_id = u.meeting_id AND p.agent_id = u.agent_id",
+)
+#: A history entry: (meeting_id, seq, type, agent_id, payload JSON, turn_number, data JSON, created_at).
+EVENT = insert_statement(
+    "meeting.event",
+    43,
+    "meeting_events",
+    "meeting_id, seq, type, agent_id, payload, turn_number, data, created_at",
+    "uuid, bigint, text, uuid, text, int, text, timestamptz",
+)
+#: The meeting row: (id, status, floor_holder, turn_number, turn_deadline, last_seq).
+STATE = Statement(
+    "meeting.state",
+    44,
+    "UPDATE meetings m SET status = u.status, floor_holder = u.floor_holder, turn_number = u.turn_number, "
+    "turn_deadline = u.turn_deadline, last_seq = greatest(m.last_seq, u.last_seq), "
+    "started_at = CASE WHEN u.status = 'active' THEN coalesce(m.started_at, now()) ELSE m.started_at END, "
+    "ended_at = CASE WHEN u.status = 'ended' THEN coalesce(m.ended_at, now()) ELSE m.ended_at END "
+    "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[]) "
+    "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq) WHERE m.id = u.id",
+)
+
+# ---------------------------------------------------------------------------------------- reads
 
 _EVENT_COLUMNS = """e.meeting_id, e.seq, e.type, a.external_id AS agent, e.payload, e.turn_number, e.data,
     e.created_at"""
@@ -68,40 +128,51 @@ class MeetingRow:
     events: list[MeetingEvent[Any]] = field(default_factory=list)
 
 
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+class _SeatLike(Protocol):
+    @property
+    def agent(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def status(self) -> ParticipantStatus: ...
 
 
-def event_from_row(row: Row, codec: Codec[T]) -> MeetingEvent[T]:
-    """A ``MeetingEvent`` from a history row (payload decoded as ``T``)."""
+def participants_of(seats: list[Any]) -> list[Participant]:
+    """The public participants of seats (a meeting actor's or a store row's), in the order given."""
+    return [_participant(seat) for seat in seats]
+
+
+def _participant(seat: _SeatLike) -> Participant:
+    return Participant(agent=seat.agent, position=seat.position, is_host=seat.position == 0, status=seat.status)
+
+
+def event_from_row(row: Row, decode: Decode) -> MeetingEvent[Any]:
+    """A ``MeetingEvent`` from a history row (its payload decoded with ``decode``)."""
     payload = row["payload"]
-    data = row["data"]
-    if isinstance(data, str):
-        data = json.loads(data)
     return MeetingEvent[Any].model_construct(
-        meeting_id=_uuid(row["meeting_id"]),
+        meeting_id=as_uuid(row["meeting_id"]),
         seq=int(row["seq"]),
         type=MeetingEventType(row["type"]),
         agent=row["agent"],
-        message=codec.decode(payload) if payload is not None else None,
+        message=decode(payload) if payload is not None else None,
         turn_number=int(row["turn_number"]),
-        data=dict(data or {}),
+        data=json_dict(row["data"]),
         created_at=row["created_at"],
     )
 
 
 async def fetch_history(
-    db: Database, codec: Codec[T], meeting_id: uuid.UUID, after_seq: int, limit: int
-) -> list[MeetingEvent[T]]:
+    db: Database, decode: Decode, meeting_id: uuid.UUID, after_seq: int, limit: int
+) -> list[MeetingEvent[Any]]:
     """History entries of one meeting with ``seq > after_seq``, oldest first, at most ``limit``."""
     rows = await db.fetch(
         f"SELECT {_EVENT_COLUMNS} FROM {_EVENT_FROM} WHERE e.meeting_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
         [meeting_id, after_seq, limit],
     )
-    return [event_from_row(r, codec) for r in rows]
+    return [event_from_row(r, decode) for r in rows]
 
 
-async def fetch_events(db: Database, codec: Codec[T], after: dict[uuid.UUID, int]) -> dict[uuid.UUID, list[Any]]:
+async def fetch_events(db: Database, decode: Decode, after: dict[uuid.UUID, int]) -> dict[uuid.UUID, list[Any]]:
     """For each meeting in ``after``, its history entries past the given seq (one query for all)."""
     if not after:
         return {}
@@ -113,7 +184,7 @@ async def fetch_events(db: Database, codec: Codec[T], after: dict[uuid.UUID, int
     )
     result: dict[uuid.UUID, list[Any]] = {i: [] for i in ids}
     for r in rows:
-        result[_uuid(r["meeting_id"])].append(event_from_row(r, codec))
+        result[as_uuid(r["meeting_id"])].append(event_from_row(r, decode))
     return result
 
 
@@ -124,8 +195,8 @@ _MEETING_SELECT = """SELECT m.id, m.organization_id, h.external_id AS host, m.st
 
 def _meeting(row: Row) -> MeetingRow:
     return MeetingRow(
-        id=_uuid(row["id"]),
-        organization_id=_uuid(row["organization_id"]),
+        id=as_uuid(row["id"]),
+        organization_id=as_uuid(row["organization_id"]),
         host=row["host"],
         state=MeetingState(row["status"]),
         turn_duration=row["turn_duration"],
@@ -156,19 +227,19 @@ async def _attach_seats(db: Database, meetings: dict[uuid.UUID, MeetingRow], *, 
             "AND data->>'reason' IN ('start', 'spoke', 'passed') GROUP BY 1, 2",
             [ids],
         ):
-            seen_seq[_uuid(r["meeting_id"]), r["agent"]] = int(r["seq"])
+            seen_seq[as_uuid(r["meeting_id"]), r["agent"]] = int(r["seq"])
         for r in await db.fetch(
             "SELECT meeting_id, max(seq) AS seq FROM meeting_events WHERE meeting_id = ANY($1::uuid[]) GROUP BY 1",
             [ids],
         ):
-            meeting = meetings[_uuid(r["meeting_id"])]
+            meeting = meetings[as_uuid(r["meeting_id"])]
             meeting.last_seq = max(meeting.last_seq, int(r["seq"]))
     for r in rows:
-        meeting = meetings[_uuid(r["meeting_id"])]
+        meeting = meetings[as_uuid(r["meeting_id"])]
         meeting.seats.append(
             SeatRow(
                 agent=r["agent"],
-                agent_id=_uuid(r["agent_id"]),
+                agent_id=as_uuid(r["agent_id"]),
                 position=int(r["position"]),
                 status=ParticipantStatus(r["status"]),
                 seen_seq=seen_seq.get((meeting.id, r["agent"]), 0),
@@ -186,7 +257,7 @@ async def fetch_meeting(db: Database, meeting_id: uuid.UUID) -> MeetingRow | Non
     return meeting
 
 
-async def load_active(db: Database, codec: Codec[T], ids: list[uuid.UUID]) -> list[MeetingRow]:
+async def load_active(db: Database, decode: Decode, ids: list[uuid.UUID]) -> list[MeetingRow]:
     """The meetings of ``ids`` not ended, with participants and the history not seen yet."""
     rows = await db.fetch(
         f"{_MEETING_SELECT} WHERE m.status <> 'ended' AND m.id = ANY($1::uuid[]) ORDER BY m.created_at", [ids]
@@ -197,7 +268,7 @@ async def load_active(db: Database, codec: Codec[T], ids: list[uuid.UUID]) -> li
     for m in meetings.values():
         live = [s.seen_seq for s in m.seats if s.status is not ParticipantStatus.LEFT]
         after[m.id] = min(live, default=m.last_seq)
-    events = await fetch_events(db, codec, after)
+    events = await fetch_events(db, decode, after)
     for m in meetings.values():
         m.events = events.get(m.id, [])
     return list(meetings.values())
@@ -236,3 +307,8 @@ async def list_meetings(db: Database, active: bool | None) -> list[MeetingStatus
     meetings = {m.id: m for m in map(_meeting, rows)}
     await _attach_seats(db, meetings)
     return [status_of(m) for m in meetings.values()]
+
+
+async def count_active(db: Database) -> int:
+    """How many meetings have not ended."""
+    return int(await db.fetch_val("SELECT count(*) FROM meetings WHERE status <> 'ended'") or 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..errors import DeadlockDetected
+from ...errors import DeadlockDetected
 
 __all__ = ["WaitGraph"]
 

@@ -8,20 +8,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from ..models import Agent, Message, MessageKind
+from ..models import AgentInfo, Message, MessageKind
+from ..persistence._rows import as_uuid, json_dict, optional_uuid, to_json
 from ..persistence.database import Row
-from ..persistence.writer import Write, to_json
-from ..runtime._services import Codec, Services
+from ..persistence.store import messages as store
+from ..persistence.writer import Write
+from .services import Codec
 
-__all__ = ["MESSAGE_COLUMNS", "Envelope", "envelope_from_row", "fetch_messages", "insert_write", "new_envelope"]
+__all__ = ["Envelope", "envelope_from_row", "insert_row", "insert_write", "messages_from_rows", "new_envelope"]
 
 T = TypeVar("T")
-
-#: Columns selected for an envelope (join agents twice for the external ids).
-MESSAGE_COLUMNS = """m.seq, m.id, m.kind, m.sender_id, m.recipient_id, s.external_id AS sender,
-    r.external_id AS recipient, m.conversation_id, m.in_reply_to, m.payload, m.metadata, m.created_at,
-    m.read_at, m.handled_at, m.attempts, m.reply_deadline, m.organization_id"""
-MESSAGE_FROM = "messages m JOIN agents s ON s.id = m.sender_id JOIN agents r ON r.id = m.recipient_id"
 
 
 @dataclass
@@ -76,8 +72,8 @@ _V4_BITS = (0x4000 << 64) | (0x8000 << 48)
 
 def new_envelope(
     kind: MessageKind,
-    sender: Agent,
-    recipient: Agent,
+    sender: AgentInfo,
+    recipient: AgentInfo,
     payload: T,
     payload_json: str,
     *,
@@ -104,45 +100,39 @@ def new_envelope(
     )
 
 
-def insert_write(env: Envelope[Any]) -> Write:
-    """The writer row that persists ``env``."""
-    return Write(
-        "message.insert",
-        (
-            env.id,
-            env.organization_id,
-            env.kind.value,
-            env.sender_id,
-            env.recipient_id,
-            env.conversation_id,
-            env.in_reply_to,
-            env.payload_json,
-            to_json(env.metadata),
-            env.reply_deadline,
-        ),
+def insert_row(env: Envelope[Any]) -> tuple[Any, ...]:
+    """The columns of ``messages.INSERT`` for ``env``."""
+    return (
+        env.id,
+        env.organization_id,
+        env.kind.value,
+        env.sender_id,
+        env.recipient_id,
+        env.conversation_id,
+        env.in_reply_to,
+        env.payload_json,
+        to_json(env.metadata),
+        env.reply_deadline,
     )
 
 
-def optional_uuid(value: Any) -> uuid.UUID | None:
-    """A uuid column's value as a UUID (NULL stays None)."""
-    if value is None:
-        return None
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+def insert_write(env: Envelope[Any]) -> Write:
+    """The writer row that persists ``env``."""
+    return Write(store.INSERT, insert_row(env))
 
 
 def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
-    """An envelope from a row selected with ``MESSAGE_COLUMNS``."""
-    metadata = row["metadata"]
+    """An envelope from a row selected with ``store.messages.MESSAGE_COLUMNS``."""
     return Envelope(
-        id=uuid.UUID(str(row["id"])),
+        id=as_uuid(row["id"]),
         kind=MessageKind(row["kind"]),
         sender=row["sender"],
         recipient=row["recipient"],
-        sender_id=uuid.UUID(str(row["sender_id"])),
-        recipient_id=uuid.UUID(str(row["recipient_id"])),
-        organization_id=uuid.UUID(str(row["organization_id"])),
+        sender_id=as_uuid(row["sender_id"]),
+        recipient_id=as_uuid(row["recipient_id"]),
+        organization_id=as_uuid(row["organization_id"]),
         payload=codec.decode(row["payload"]),
-        metadata=dict(metadata) if isinstance(metadata, dict) else {},
+        metadata=json_dict(row["metadata"]),
         conversation_id=optional_uuid(row["conversation_id"]),
         in_reply_to=optional_uuid(row["in_reply_to"]),
         reply_deadline=row["reply_deadline"],
@@ -154,23 +144,6 @@ def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
     )
 
 
-async def fetch_messages(
-    services: Services[T], where: str, params: list[Any], *, order: str = "m.seq", limit: int = 100
-) -> list[Envelope[T]]:
-    """Envelopes matching a WHERE clause (parameters ``$1..``), ordered, limited."""
-    rows = await services.db.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM {MESSAGE_FROM} WHERE {where} ORDER BY {order} LIMIT ${len(params) + 1}",
-        [*params, int(limit)],
-    )
-    return [envelope_from_row(services.codec, row) for row in rows]
-
-
-async def page_messages(
-    services: Services[T], where: str, params: list[Any], *, limit: int, cursor: int | None, newest_first: bool
-) -> list[Message[T]]:
-    """One page of messages: newest first before ``cursor`` (a seq), or oldest first after it."""
-    if cursor is not None:
-        where += f" AND m.seq {'<' if newest_first else '>'} ${len(params) + 1}"
-        params = [*params, cursor]
-    order = "m.seq DESC" if newest_first else "m.seq"
-    return [env.to_message() for env in await fetch_messages(services, where, params, order=order, limit=limit)]
+def messages_from_rows(codec: Codec[T], rows: list[Row]) -> list[Message[T]]:
+    """Public ``Message`` models of message rows."""
+    return [envelope_from_row(codec, row).to_message() for row in rows]

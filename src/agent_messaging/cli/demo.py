@@ -29,11 +29,13 @@ from typing import Annotated, Any
 import anyio
 import typer
 
+from .._app import AgentMessaging, internals
 from ..actors.agent import Agent, MessageContext
 from ..config import Config
 from ..errors import AlreadyExists
 from ..models import MeetingEvent, MeetingEventType, Turn
-from .runtime import AgentMessaging
+from ..persistence.store import messages as message_store
+from ._common import run_async, settings, where
 
 __all__ = ["demo"]
 
@@ -174,25 +176,12 @@ async def _earlier(am: AgentMessaging[str]) -> tuple[int, int, int]:
 
     Every demo run holds one meeting, so the meetings count the runs.
     """
-    row = await am.database.fetch_row(
-        "SELECT count(*) AS messages, coalesce(max(m.seq), 0) AS last_seq, "
-        "       (SELECT count(*) FROM meetings g WHERE g.organization_id = o.id) AS meetings "
-        "FROM organizations o LEFT JOIN messages m ON m.organization_id = o.id "
-        "WHERE o.external_id = $1 GROUP BY o.id",
-        [ORG],
-    )
-    assert row is not None
-    return int(row["messages"]), int(row["meetings"]), int(row["last_seq"])
+    return await message_store.organization_totals(internals(am).database, ORG)
 
 
 async def _kinds_since(am: AgentMessaging[str], seq: int) -> dict[str, int]:
     """Messages of the demo organization written after ``seq``, counted by kind."""
-    rows = await am.database.fetch(
-        "SELECT m.kind, count(*) AS n FROM messages m JOIN organizations o ON o.id = m.organization_id "
-        "WHERE o.external_id = $1 AND m.seq > $2 GROUP BY m.kind",
-        [ORG, seq],
-    )
-    return {str(r["kind"]): int(r["n"]) for r in rows}
+    return await message_store.kinds_since(internals(am).database, ORG, seq)
 
 
 def _plural(n: int, word: str) -> str:
@@ -308,16 +297,14 @@ def demo(
     ] = None,
 ) -> None:
     """Watch notes, calls, chats and a meeting between agents, on the embedded PostgreSQL (no set-up needed)."""
-    from .cli import _run, _settings, _where
-
-    config = _settings(dsn)
+    config = settings(dsn)
     updates: dict[str, Any] = {"default_turn_duration": None}
     if data_dir is not None:
         updates["embedded_data_dir"] = data_dir.expanduser().resolve()
     config = config.model_copy(update=updates)
-    where = _where(config)
+    database = where(config)
 
     async def go() -> None:
-        await _scene(config, where)
+        await _scene(config, database)
 
-    _run(go, dsn=dsn)
+    run_async(go, dsn=dsn)

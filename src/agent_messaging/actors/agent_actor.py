@@ -1,0 +1,188 @@
+"""The agent actor: runs one hosted agent's handler, one message at a time, with retries and dead letters.
+
+A :class:`HostedAgent` is the agent's state that outlives its actor instances
+(the message in flight, the ids already queued, the restart count); each
+(re)start makes a fresh :class:`AgentActor` and a fresh user ``Agent``.
+
+If the handler returns, the message is marked handled (batched through the
+writer; losing that mark only means a redelivery), and a non-None return value
+answers a call. If it raises, the attempt is recorded and the actor crashes;
+its supervisor restarts it with backoff and the fresh instance retries the same
+message first (``on_start``). After ``max_attempts`` the message is
+dead-lettered and the agent moves on.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+
+from ..errors import InvalidMessage
+from ..models import AgentInfo, MessageKind
+from ..persistence.store import agents as agent_store, messages as store
+from ..persistence.writer import Write
+from ..runtime.actor import Actor, ActorRef
+from .agent import Agent, MessageContext
+from .calls import Calls
+from .envelope import Envelope
+from .registry import HostSpec
+from .services import Services
+
+__all__ = ["CURRENT_AGENT", "AgentActor", "Bind", "Delivered", "HostedAgent"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.agent")
+
+#: The agent whose handler is running in this task (None outside handlers). Used for deadlock detection.
+CURRENT_AGENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_messaging_agent", default=None)
+
+#: Hands messages committed in this process to the agents hosted here (``AgentHost.committed``).
+Delivered = Callable[[list[Envelope[Any]]], Awaitable[None]]
+#: Gives a user agent instance its runtime and external id before ``on_start`` (the composition root's).
+Bind = Callable[[Agent[Any], str], None]
+_KNOWN_LIMIT = 100_000
+
+
+class HostedAgent(Generic[T]):
+    """Bookkeeping of one hosted agent that outlives its actor instances."""
+
+    def __init__(self, spec: HostSpec, agent: AgentInfo, restarts: int = 0) -> None:
+        self.spec = spec
+        self.agent = agent
+        self.ref: ActorRef[Envelope[T]] | None = None
+        self.inflight: Envelope[T] | None = None
+        self.known: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self.dead: dict[uuid.UUID, float] = {}
+        self.restarts = restarts
+        self.failed = False
+        # True until the first read of its backlog is done: direct deliveries wait for it (order)
+        self.catching_up = True
+        self.poked = False
+
+    def mark_known(self, message_id: uuid.UUID) -> bool:
+        """Remember ``message_id``; False if it was already known (queued once)."""
+        if message_id in self.known:
+            return False
+        self.known[message_id] = None
+        if len(self.known) > _KNOWN_LIMIT:
+            self.known.popitem(last=False)
+        return True
+
+
+class AgentActor(Actor[Envelope[T]]):
+    """One instance of a hosted agent's actor: owns the handling of each message."""
+
+    def __init__(
+        self, services: Services[T], calls: Calls[T], hosted: HostedAgent[T], delivered: Delivered, bind: Bind
+    ) -> None:
+        self.services = services
+        self.calls = calls
+        self.hosted = hosted
+        self.delivered = delivered
+        self.agent: Agent[T] = hosted.spec.make()
+        bind(self.agent, hosted.spec.agent)
+
+    async def on_start(self) -> None:
+        """Start the user's agent, then retry the message its previous instance crashed on."""
+        await self.agent.on_start()
+        pending = self.hosted.inflight
+        if pending is not None:
+            await self.on_receive(pending)
+
+    async def on_stop(self) -> None:
+        """Stop the user's agent."""
+        await self.agent.on_stop()
+
+    async def on_receive(self, message: Envelope[T]) -> Any:
+        """Run the handler for one message; raising crashes the actor (the supervisor retries it)."""
+        hosted, env, cfg = self.hosted, message, self.services.config
+        name = hosted.spec.agent
+        attempt = env.attempts + 1
+        ctx: MessageContext[T] = MessageContext(
+            agent=name,
+            sender=env.sender,
+            message_id=env.id,
+            kind=env.kind,
+            attempt=attempt,
+            created_at=env.created_at,
+            metadata=env.metadata,
+            conversation_id=env.conversation_id,
+            in_reply_to=env.in_reply_to,
+            seq=env.seq,
+        )
+        token = CURRENT_AGENT.set(name)
+        log_tokens = structlog.contextvars.bind_contextvars(agent=name, message_id=str(env.id))
+        hosted.inflight = env
+        try:
+            result = await self.agent.on_message(env.payload, ctx)
+        except Exception as exc:
+            env.attempts = attempt
+            if attempt >= cfg.max_attempts:
+                hosted.inflight = None
+                await self._dead_letter(env, exc)
+                return None
+            hosted.restarts += 1
+            self.services.writer.submit_nowait(
+                [
+                    Write(store.ATTEMPT, (env.id, attempt)),
+                    Write(agent_store.AGENT_RESTARTS, (hosted.agent.id, hosted.restarts, _error_text(exc))),
+                ]
+            )
+            log.warning("agent.handler_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc))
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
+            CURRENT_AGENT.reset(token)
+        hosted.inflight = None
+        if env.kind is MessageKind.REQUEST and result is not None and not self.calls.answered(env.id):
+            await self._reply(env, result)
+        self.services.writer.submit_nowait([Write(store.HANDLED, (env.id, attempt))])
+        return result
+
+    async def _reply(self, request: Envelope[T], result: Any) -> None:
+        """A hosted handler returned ``result`` for ``request``: record it as the reply."""
+        try:
+            value, text = self.services.codec.prepare(result, "reply")
+        except InvalidMessage as exc:
+            log.warning(
+                "conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=str(exc)
+            )
+            waiter = self.calls.by_id.get(request.id)
+            if waiter is not None:
+                problem = f"{request.recipient!r} replied to request {request.id} with an invalid value: {exc}"
+                waiter.fail(InvalidMessage(problem))
+            return
+        directory = self.services.directory
+        responder = await directory.by_id(request.recipient_id)
+        waiting = await directory.by_id(request.sender_id)
+        env, consumed = await self.calls.record_reply(
+            responder, waiting, request.id, request.conversation_id, value, text
+        )
+        if not consumed:
+            await self.delivered([env])
+
+    async def _dead_letter(self, env: Envelope[T], exc: BaseException) -> None:
+        hosted = self.hosted
+        error = _error_text(exc)
+        await self.services.writer.write(
+            [
+                Write(store.DEAD, (env.id, env.attempts)),
+                Write(store.DEAD_LETTER, (env.id, hosted.agent.id, env.attempts, error)),
+            ]
+        )
+        # A catch-up that reads the message after this commit and still finds it unread and
+        # not dead is seeing a retry (from any process), and may queue it again.
+        hosted.dead[env.id] = anyio.current_time()
+        log.warning(
+            "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
+        )
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:4000]

@@ -1,0 +1,287 @@
+"""The reply side of calls: in-memory reply slots of waiting callers, recording replies, finding remote ones.
+
+Shared by the conversation facade (``send_and_wait``, ``reply``) and the agent
+actors (a hosted handler's return value answers a call), so neither reaches
+into the other.
+
+A waiting caller holds no database connection: it waits on its :class:`Waiter`
+(a kernel :class:`~agent_messaging.runtime._slot.Slot` keyed by its request
+id). Whoever records a reply in this process first *claims* the waiter,
+commits the reply (already marked read, since the caller consumes it), then
+completes it. A caller whose deadline passes or who is cancelled while a claim
+is in flight waits (shielded, bounded by the writer's timeout) for the claim
+to settle, so a committed reply is never lost.
+
+Replies written by another process reach nobody in memory: for every sender
+with waiting callers a *watch* task waits on the sender's ``remote:`` signal
+key (fired by NOTIFY from other processes and by the periodic sweep) and then
+looks in the database for replies to, and ends of the conversations of, that
+sender's pending requests.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..errors import ConversationEnded, LifecycleError, ReplyTimeout
+from ..models import AgentInfo, MessageKind
+from ..persistence._rows import as_uuid
+from ..persistence.store import conversations as store, messages as message_store
+from ..persistence.writer import Write
+from ..runtime._slot import Slot
+from .envelope import Envelope, insert_row, new_envelope
+from .news import remote_key
+from .services import Services
+
+__all__ = ["Calls", "Waiter"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.conversation")
+_ANSWERED_LIMIT = 100_000
+_EXPIRE_EVERY = 60.0
+
+
+class Waiter(Slot[T]):
+    """The reply slot of one ``send_and_wait`` call; a reply being committed *claims* it first."""
+
+    __slots__ = ("_claim", "closing", "conversation_id", "recipient", "reply_id", "request_id", "sender", "sender_id")
+
+    def __init__(
+        self, request_id: uuid.UUID, sender: str, recipient: str, sender_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.sender = sender
+        self.recipient = recipient
+        self.sender_id = sender_id
+        self.conversation_id = conversation_id
+        self.reply_id: uuid.UUID | None = None
+        self.closing = False
+        self._claim: anyio.Event | None = None
+
+    def try_claim(self) -> bool:
+        """Reserve this waiter for a reply about to be committed; False if it is done, leaving or claimed."""
+        if self.done or self.closing or self._claim is not None:
+            return False
+        self._claim = anyio.Event()
+        return True
+
+    def release(self) -> None:
+        """The claimed reply was not committed: let the caller go on waiting (or leave)."""
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim.set()
+
+    def complete(self, reply: T, reply_id: uuid.UUID) -> None:
+        """Hand the committed reply to the caller (the waiter must be claimed)."""
+        self.reply_id = reply_id
+        self.resolve(reply)
+        if self._claim is not None:
+            self._claim.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Wake the caller with ``error`` unless a reply is already on its way."""
+        if not (self.closing or self._claim is not None):
+            super().fail(error)
+
+    async def settle(self) -> None:
+        """Stop waiting: if a reply is being committed for us, wait (shielded) until it settles."""
+        if not self.done:
+            self.closing = True
+            claim = self._claim
+            if claim is not None:
+                with anyio.CancelScope(shield=True):
+                    await claim.wait()
+
+
+@dataclass
+class _Watch:
+    ids: set[uuid.UUID] = field(default_factory=set)
+
+
+class Calls(Generic[T]):
+    """Pending calls of this runtime and the recording of replies. One per runtime; run it in the root."""
+
+    def __init__(self, services: Services[T]) -> None:
+        self.services = services
+        self.by_id: dict[uuid.UUID, Waiter[T]] = {}
+        self._watches: dict[uuid.UUID, _Watch] = {}
+        self._tg: TaskGroup | None = None
+        self._answering: set[uuid.UUID] = set()
+        self._answered: OrderedDict[uuid.UUID, None] = OrderedDict()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Expire requests whose deadline passed while nobody ran, then serve (watches) until cancelled."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                expired = await store.expire_requests(self.services.db)
+                if expired:
+                    log.info("conversation.requests_expired", count=expired)
+                task_status.started()
+                while True:
+                    await anyio.sleep(max(_EXPIRE_EVERY, self.services.config.poll_interval))
+                    try:
+                        await store.expire_requests(self.services.db)
+                    except Exception as exc:  # retried next period
+                        log.warning("conversation.expire_failed", error=repr(exc))
+        finally:
+            self._tg = None
+
+    # ------------------------------------------------------------------ waiting side
+
+    def add(self, waiter: Waiter[T]) -> None:
+        """Register ``waiter`` (before its request is committed, so no reply can miss it)."""
+        if self._tg is None:
+            raise LifecycleError("calls are not being served (is the runtime open?)")
+        self.by_id[waiter.request_id] = waiter
+        watch = self._watches.get(waiter.sender_id)
+        if watch is None:
+            watch = self._watches[waiter.sender_id] = _Watch()
+            # take the event now: a wake-up between here and the task's first await is not lost
+            event = self.services.signals.event(remote_key(waiter.sender_id))
+            self._tg.start_soon(self._watch, waiter.sender_id, watch, event)
+        watch.ids.add(waiter.request_id)
+
+    def remove(self, waiter: Waiter[T]) -> None:
+        """Forget ``waiter``. An idle watch ends by itself at its next wake-up (at worst the sweep),
+        so a sender making calls one after another keeps one watch instead of one per call."""
+        self.by_id.pop(waiter.request_id, None)
+        watch = self._watches.get(waiter.sender_id)
+        if watch is not None:
+            watch.ids.discard(waiter.request_id)
+
+    def on_conversation(self, conversation_id: uuid.UUID) -> list[Waiter[T]]:
+        """The waiters whose request belongs to this conversation."""
+        return [w for w in self.by_id.values() if w.conversation_id == conversation_id]
+
+    async def wait(self, waiter: Waiter[T], limit: float | None) -> T:
+        """Wait for ``waiter``'s reply for at most ``limit`` seconds (None: the caller's cancel scope decides)."""
+        cancelled = True
+        try:
+            with anyio.move_on_after(math.inf if limit is None else limit):
+                await waiter.wait_done()
+            cancelled = False
+        finally:
+            await waiter.settle()
+            if cancelled and waiter.reply_id is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._unconsume(waiter)
+        if waiter.done:
+            return waiter.result()
+        self.services.writer.submit_nowait([Write(store.TIMED_OUT, (waiter.request_id,))])
+        assert limit is not None
+        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit)
+
+    async def _unconsume(self, waiter: Waiter[T]) -> None:
+        """The caller was cancelled after its reply was consumed: put the reply back in its unread messages."""
+        assert waiter.reply_id is not None
+        key = str(waiter.sender_id)
+        try:
+            await self.services.writer.write([Write(store.UNREAD, (waiter.reply_id,))], notify=[key])
+            self.services.signals.fire([key])
+        except Exception as exc:
+            log.warning("conversation.unconsume_failed", reply_id=str(waiter.reply_id), error=repr(exc))
+
+    async def _watch(self, sender_id: uuid.UUID, watch: _Watch, event: anyio.Event) -> None:
+        """Re-check the database for replies written by other processes (woken by NOTIFY or the sweep).
+
+        Replies made in this process complete their waiter in memory and do not wake this.
+        """
+        key = remote_key(sender_id)
+        while watch.ids:
+            await event.wait()
+            event = self.services.signals.event(key)
+            if watch.ids:
+                try:
+                    await self.check(list(watch.ids))
+                except Exception as exc:  # the next wake-up (at worst the sweep) tries again
+                    log.warning("conversation.check_failed", sender_id=key, error=repr(exc))
+        if self._watches.get(sender_id) is watch:
+            del self._watches[sender_id]
+
+    async def check(self, request_ids: list[uuid.UUID]) -> None:
+        """Complete waiters whose reply (or conversation end) is in the database."""
+        rows = await store.replies_and_ends(self.services.db, request_ids)
+        claimed: list[tuple[Waiter[T], Any, uuid.UUID]] = []
+        reads: list[Write] = []
+        for row in sorted(rows, key=lambda r: r["what"] != "reply"):  # a reply wins over an end
+            waiter = self.by_id.get(as_uuid(row["request_id"]))
+            if waiter is None:
+                continue
+            payload = None if row["payload"] is None else self.services.codec.decode(row["payload"])
+            if row["what"] == "end":
+                cid = as_uuid(row["message_id"])
+                waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, cid, payload))
+            elif waiter.try_claim():
+                reply_id = as_uuid(row["message_id"])
+                claimed.append((waiter, payload, reply_id))
+                if row["unread"]:
+                    reads.append(Write(message_store.READ, (reply_id,)))
+        if not claimed:
+            return
+        try:
+            if reads:
+                await self.services.writer.write(reads)
+        except BaseException:
+            for waiter, _payload, _rid in claimed:
+                waiter.release()
+            raise
+        for waiter, payload, reply_id in claimed:
+            waiter.complete(payload, reply_id)
+
+    # ------------------------------------------------------------------ replying side
+
+    def answered(self, request_id: uuid.UUID) -> bool:
+        """Whether this runtime has recorded (or is recording) a reply to ``request_id``."""
+        return request_id in self._answering or request_id in self._answered
+
+    def answering(self) -> list[uuid.UUID]:
+        """Requests this runtime is recording replies to right now."""
+        return list(self._answering)
+
+    async def record_reply(
+        self,
+        responder: AgentInfo,
+        waiting: AgentInfo,
+        request_id: uuid.UUID,
+        cid: uuid.UUID | None,
+        value: T,
+        text: str,
+    ) -> tuple[Envelope[T], bool]:
+        """Commit a reply to ``request_id``; returns it and whether a waiting caller here consumed it.
+
+        A reply nobody consumed is an unread message of ``waiting``: the caller delivers it to the
+        hosted agents (``AgentHost.committed``).
+        """
+        waiter = self.by_id.get(request_id)
+        consumed = waiter is not None and waiter.try_claim()
+        env = new_envelope(
+            MessageKind.REPLY, responder, waiting, value, text, conversation_id=cid, in_reply_to=request_id
+        )
+        self._answering.add(request_id)
+        try:
+            await self.services.writer.write(
+                [Write(store.MESSAGE, (*insert_row(env), consumed)), Write(store.REPLIED, (request_id,))],
+                notify=() if consumed else [str(waiting.id)],
+            )
+        except BaseException:
+            if waiter is not None and consumed:
+                waiter.release()
+            raise
+        finally:
+            self._answering.discard(request_id)
+        self._answered[request_id] = None
+        if len(self._answered) > _ANSWERED_LIMIT:
+            self._answered.popitem(last=False)
+        if waiter is not None and consumed:
+            waiter.complete(value, env.id)
+        return env, consumed

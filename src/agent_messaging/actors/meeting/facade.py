@@ -1,0 +1,328 @@
+"""Turn-based meetings of many agents: ``am.meeting``.
+
+:class:`Meetings` is the facade. It validates every call completely before
+anything is written (unknown agents, other organizations, duplicates, bad
+payloads, wrong caller), then hands the call to the meeting's actor
+(:mod:`.actor`), which alone changes the meeting's state, writes it through the
+persistence actor and wakes the agent whose turn it is. Blocked callers wait
+on in-memory slots and hold no pool connection.
+
+The meeting actors run under the meeting supervisor (:mod:`.runners`), the
+hosted participants in their own task group (:mod:`.participants`) and the
+event handlers in the event dispatcher (:mod:`.events`); the runtime's root
+owns all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import structlog
+
+from ..._validation import check_id, check_limit, check_timeout
+from ...errors import (
+    CrossOrganization,
+    InvalidArgument,
+    InvalidOperation,
+    LifecycleError,
+    MeetingEnded,
+    MeetingNotFound,
+    NotHost,
+)
+from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
+from ...persistence._rows import to_json
+from ...persistence.store import hosts, meetings as store
+from ...persistence.store.agents import new_id
+from ...persistence.writer import Write
+from ..registry import Registry
+from ..services import Services
+from .actor import MeetingHandle
+from .runners import MeetingRunners
+from .types import Command, MeetingSnapshot, Op, Seat, Selector
+
+__all__ = ["Meetings"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.meeting")
+_DEFAULT: Any = object()
+
+
+class Meetings(Generic[T]):
+    """Turn-based meetings: create, attend, start, speak, leave, end; status and history.
+
+    Obtain it as ``am.meeting``. Every blocking call (``attend_meeting``,
+    ``start_meeting``, ``speak``) returns a :class:`~agent_messaging.models.Turn`
+    when the caller next holds the floor, or one with ``ended=True`` /
+    ``left=True``; bound it with your own cancel scope if you need to.
+    """
+
+    def __init__(self, services: Services[T], registry: Registry[T], runners: MeetingRunners[T]) -> None:
+        self.services = services
+        self.registry = registry
+        self.runners = runners
+
+    def _require(self) -> None:
+        if not self.runners.running:
+            raise LifecycleError("meetings are not being served (is the runtime open?)")
+
+    # ---------------------------------------------------------------- creating
+
+    async def create_meeting(
+        self,
+        host: str,
+        participants: Sequence[str],
+        *,
+        turn_duration: float | None = _DEFAULT,
+        speaker_selection: str | Selector = "round_robin",
+    ) -> UUID:
+        """Create a meeting of ``host`` and ``participants`` (rotation: host, then participants in order).
+
+        ``turn_duration`` (seconds, None for no limit) defaults to the config's
+        ``default_turn_duration``. ``speaker_selection`` is ``"round_robin"`` or
+        a function ``(MeetingStatus, last_event) -> agent | None``; an invalid
+        answer falls back to round robin. Participants hosted here with a turn
+        handler attend at once. Raises ``InvalidArgument`` (bad ids, duplicates,
+        host listed as participant, bad duration or policy), ``AgentNotFound``,
+        ``CrossOrganization``.
+        """
+        self._require()
+        host_name = check_id(host, "host")
+        if isinstance(participants, str) or not isinstance(participants, Sequence):
+            raise InvalidArgument("participants must be a list of agent ids")
+        names = [check_id(p, "participant") for p in participants]
+        if not names:
+            raise InvalidArgument("a meeting needs at least one participant besides the host")
+        if host_name in names:
+            raise InvalidArgument(f"the host {host_name!r} must not be listed among the participants")
+        duplicates = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+        if duplicates:
+            raise InvalidArgument(f"participants listed more than once: {duplicates!r}")
+        duration = (
+            self.services.config.default_turn_duration
+            if turn_duration is _DEFAULT
+            else check_timeout(turn_duration, "turn_duration")
+        )
+        selector: Selector | None = None
+        if callable(speaker_selection):
+            selector = speaker_selection
+        elif speaker_selection != "round_robin":
+            raise InvalidArgument(f"speaker_selection must be 'round_robin' or a function, not {speaker_selection!r}")
+        directory = self.services.directory
+        host_agent = await directory.get(host_name, "host")
+        agents = await directory.get_many(names)
+        directory.same_organization(host_agent, agents)
+
+        meeting_id = new_id()
+        seats = [Seat[T](host_name, host_agent.id, 0, ParticipantStatus.PRESENT)]
+        for position, agent in enumerate(agents, 1):
+            hosted = self.registry.has_turn_handler(agent.external_id)
+            status = ParticipantStatus.PRESENT if hosted else ParticipantStatus.INVITED
+            seats.append(Seat[T](agent.external_id, agent.id, position, status))
+        joined = [s for s in seats if s.status is ParticipantStatus.PRESENT]
+        now = _now()
+        events: list[MeetingEvent[Any]] = [
+            MeetingEvent[Any].model_construct(
+                meeting_id=meeting_id,
+                seq=seq,
+                type=MeetingEventType.AGENT_JOINED,
+                agent=s.agent,
+                message=None,
+                turn_number=0,
+                data={},
+                created_at=now,
+            )
+            for seq, s in enumerate(joined, 1)
+        ]
+        writes = [
+            self.services.presence.host_write(meeting_id),
+            Write(
+                store.CREATE,
+                (
+                    meeting_id,
+                    host_agent.organization_id,
+                    host_agent.id,
+                    duration,
+                    "callable" if selector else "round_robin",
+                ),
+            ),
+            *(
+                Write(
+                    store.PARTICIPANT,
+                    (meeting_id, s.agent_id, s.position, s.status.value, now if s in joined else None),
+                )
+                for s in seats
+            ),
+            *(
+                Write(store.EVENT, (meeting_id, e.seq, e.type.value, s.agent_id, None, 0, to_json({}), e.created_at))
+                for s, e in zip(joined, events, strict=True)
+            ),
+        ]
+        await self.services.writer.write(writes)
+        snapshot = MeetingSnapshot(seats=seats, turn_duration=duration, seq=len(events), history=events)
+        handle = MeetingHandle(meeting_id, host_agent.organization_id, host_name, selector, snapshot)
+        await self.runners.spawn(handle)
+        self.runners.publish(events)
+        log.info("meeting.created", meeting=str(meeting_id), host=host_name, participants=len(names))
+        return meeting_id
+
+    # ---------------------------------------------------------------- blocking
+
+    async def attend_meeting(self, agent: str, meeting_id: UUID | str) -> Turn[T]:
+        """Mark ``agent`` present (first time: event ``agent_joined``) and wait until it holds the floor.
+
+        Returns its ``Turn`` (messages since its last turn, turn number,
+        deadline), or a ``Turn`` with ``ended=True`` (and the ending message) or
+        ``left=True``. After a restart, attending again gives the floor holder
+        its turn back at once.
+        """
+        handle, name = await self._participant(agent, meeting_id)
+        return await self._submit(handle, Command(Op.ATTEND, name))
+
+    async def start_meeting(
+        self, host: str, meeting_id: UUID | str, message: T, *, next_speaker: str | None = None
+    ) -> Turn[T]:
+        """Start the meeting with the host's opening ``message`` and wait for the host's next turn.
+
+        Every participant must be present (``MeetingNotReady`` names the
+        absent). The floor goes to ``next_speaker`` or the next by the policy.
+        Host only (``NotHost``).
+        """
+        handle, name = await self._participant(host, meeting_id)
+        if name != handle.host:
+            raise NotHost(name, handle.id, "start the meeting")
+        value, text = self.services.codec.prepare(message, "opening message")
+        nxt = self._next(next_speaker)
+        return await self._submit(handle, Command(Op.START, name, value, text, nxt))
+
+    async def speak(
+        self, agent: str, meeting_id: UUID | str, message: T, *, next_speaker: str | None = None
+    ) -> Turn[T]:
+        """Say ``message`` as the floor holder, pass the floor, and wait for ``agent``'s next turn.
+
+        ``NotYourTurn`` if ``agent`` does not hold the floor, ``TurnTimedOut``
+        if its turn expired before it spoke (the floor has moved on: attend to
+        wait for the next one), ``InvalidArgument`` if ``next_speaker`` is not
+        a present participant.
+        """
+        handle, name = await self._participant(agent, meeting_id)
+        value, text = self.services.codec.prepare(message)
+        nxt = self._next(next_speaker)
+        return await self._submit(handle, Command(Op.SPEAK, name, value, text, nxt))
+
+    async def pass_turn(self, agent: str, meeting_id: UUID | str) -> Turn[T]:
+        """Give up the floor without speaking, and wait for ``agent``'s next turn (errors as :meth:`speak`)."""
+        handle, name = await self._participant(agent, meeting_id)
+        return await self._submit(handle, Command(Op.PASS, name))
+
+    # ----------------------------------------------------------- leaving, ending
+
+    async def leave_meeting(self, agent: str, meeting_id: UUID | str) -> None:
+        """Leave the meeting (not the host: ``InvalidOperation``).
+
+        Applied at once if ``agent`` holds the floor or the meeting has not
+        started, else when the current turn ends; returns once the leave is
+        committed. ``agent``'s blocked call, if any, returns with ``left=True``.
+        """
+        handle, name = await self._participant(agent, meeting_id)
+        if name == handle.host:
+            raise InvalidOperation(f"the host {name!r} cannot leave meeting {handle.id}; end it instead")
+        await self.runners.submit(handle, Command(Op.LEAVE, name))
+
+    async def end_meeting(self, host: str, meeting_id: UUID | str, *, message: T | None = None) -> None:
+        """End the meeting (host only: ``NotHost``); every blocked participant wakes with ``ended=True``."""
+        handle, name = await self._participant(host, meeting_id)
+        if name != handle.host:
+            raise NotHost(name, handle.id, "end the meeting")
+        value, text = (None, None) if message is None else self.services.codec.prepare(message, "ending message")
+        await self.runners.submit(handle, Command(Op.END, name, value, text))
+
+    # ------------------------------------------------------------------- reads
+
+    async def get_meeting_status(self, meeting_id: UUID | str) -> MeetingStatus:
+        """State, host, floor holder, turn number and deadline, participants (``MeetingNotFound``)."""
+        mid = _meeting_id(meeting_id)
+        handle = self.runners.handles.get(mid)
+        if handle is not None and handle.actor is not None:
+            return handle.actor.status()
+        status = await store.fetch_status(self.services.db, mid)
+        if status is None:
+            raise MeetingNotFound(mid)
+        return status
+
+    async def get_meeting_history(
+        self, meeting_id: UUID | str, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[MeetingEvent[T]]:
+        """Committed history entries with ``seq > after_seq`` (gap-free per meeting), oldest first."""
+        mid = _meeting_id(meeting_id)
+        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
+            raise InvalidArgument(f"after_seq must be a non-negative int, not {after_seq!r}")
+        check_limit(limit, "limit", 10_000)
+        events = await store.fetch_history(self.services.db, self.services.codec.decode, mid, after_seq, limit)
+        if not events and mid not in self.runners.handles and await store.fetch_state(self.services.db, mid) is None:
+            raise MeetingNotFound(mid)
+        return events
+
+    async def list_meetings(self, *, active: bool | None = None) -> list[MeetingStatus]:
+        """Meetings as stored, newest first: all (None), not ended (True) or ended (False)."""
+        if active is not None and not isinstance(active, bool):
+            raise InvalidArgument(f"active must be True, False or None, not {active!r}")
+        return await store.list_meetings(self.services.db, active)
+
+    # ----------------------------------------------------------------- helpers
+
+    async def _handle(self, meeting_id: UUID | str) -> MeetingHandle[T]:
+        mid = _meeting_id(meeting_id)
+        handle = self.runners.handles.get(mid)
+        if handle is not None:
+            return handle
+        self._require()
+        state = await store.fetch_state(self.services.db, mid)
+        if state is None:
+            raise MeetingNotFound(mid)
+        if state is MeetingState.ENDED:
+            raise MeetingEnded(mid)
+        # nobody alive runs it (its runtime stopped or died): this runtime takes it over
+        await self.runners.take_over([mid])
+        handle = self.runners.handles.get(mid)
+        if handle is not None:
+            return handle
+        runner = await hosts.meeting_runner(self.services.db, mid)
+        where = f"{runner['hostname']} pid {runner['pid']}" if runner else "another runtime"
+        raise InvalidOperation(f"meeting {mid} is run by another runtime ({where}); call it there")
+
+    async def _participant(self, agent: str, meeting_id: UUID | str) -> tuple[MeetingHandle[T], str]:
+        name = check_id(agent, "agent")
+        handle = await self._handle(meeting_id)
+        found = await self.services.directory.get(name)
+        if name not in handle.seats:
+            if found.organization_id != handle.organization_id:
+                raise CrossOrganization(name, handle.host)
+            raise InvalidOperation(f"agent {name!r} is not a participant of meeting {handle.id}")
+        return handle, name
+
+    @staticmethod
+    def _next(next_speaker: str | None) -> str | None:
+        return None if next_speaker is None else check_id(next_speaker, "next_speaker")
+
+    async def _submit(self, handle: MeetingHandle[T], command: Command[T]) -> Turn[T]:
+        turn = await self.runners.submit(handle, command)
+        assert turn is not None
+        return turn
+
+
+def _meeting_id(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidArgument(f"meeting_id must be a UUID, not {value!r}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

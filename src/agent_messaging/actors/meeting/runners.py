@@ -1,0 +1,180 @@
+"""Running meetings: the meeting supervisor, the claims on meetings, recovery and takeover.
+
+Each meeting this runtime runs is a :class:`~.actor.MeetingActor` under the
+``meetings`` supervisor (restart type *transient*: a crashed actor is
+restarted from the meeting's committed state; one that crashes past the
+restart intensity gives up, and its waiting callers get the error). A meeting
+is run by exactly one runtime at a time: ``meeting_hosts`` records which, and
+another runtime may claim it only once that one is gone (see
+:mod:`agent_messaging.persistence.store.hosts`).
+
+At start, and at every periodic sweep, the runtime takes over the active
+meetings nobody alive runs in which one of its agents with a turn handler takes
+part; any other orphan is taken over by the runtime of the next caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from ...errors import ActorStopped, MeetingEnded
+from ...models import MeetingEvent, MeetingState, Turn
+from ...persistence.store import hosts, meetings as store
+from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
+from ..registry import Registry
+from ..services import Services
+from .actor import MeetingActor, MeetingHandle
+from .types import Command, snapshot_of
+
+__all__ = ["MeetingRunners"]
+
+T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.meeting")
+Publish = Callable[[list[MeetingEvent[Any]]], None]
+#: Called for each meeting this runtime starts running (the hosted participants attend it).
+Started = Callable[[MeetingHandle[Any]], None]
+
+
+class MeetingRunners(Generic[T]):
+    """The meetings this runtime runs, under one supervisor. Run it with ``task_group.start(runners.run)``."""
+
+    def __init__(self, services: Services[T], registry: Registry[T], publish: Publish) -> None:
+        self.services = services
+        self.registry = registry
+        self.publish = publish
+        self.handles: dict[UUID, MeetingHandle[T]] = {}
+        self.on_started: list[Started] = []
+        cfg = services.config
+        self.supervisor = Supervisor(
+            "meetings",
+            max_restarts=cfg.agent_max_restarts,
+            within=cfg.agent_restart_window,
+            backoff_initial=cfg.restart_backoff_initial,
+            backoff_max=cfg.restart_backoff_max,
+            shutdown_timeout=cfg.shutdown_grace,
+            on_child_failed=self._child_failed,
+        )
+        self._running = False
+        self._sweeping = False
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the meeting supervisor, take over orphaned meetings, then serve until cancelled."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self.supervisor.run)
+                self._running = True
+                await self.recover_orphans()
+                # the runtime's periodic sweep also takes over meetings orphaned later
+                self.services.news.subscribe(self._on_news)
+                task_status.started()
+        finally:
+            self._running = False
+            self._tg = None
+            self.handles.clear()
+
+    @property
+    def running(self) -> bool:
+        """Whether meetings can be run here (the runtime is open)."""
+        return self._running
+
+    async def spawn(self, handle: MeetingHandle[T]) -> None:
+        """Start the actor of a meeting this runtime now runs."""
+        self.handles[handle.id] = handle
+
+        def factory() -> MeetingActor[T]:
+            return MeetingActor(self.services, handle, self.publish, self._stopped)
+
+        child = ChildSpec(
+            name=str(handle.id),
+            factory=factory,
+            restart=RestartType.TRANSIENT,
+            mailbox_size=self.services.config.mailbox_size,
+            escalate=False,
+        )
+        try:
+            handle.ref = await self.supervisor.start_child(child)
+        except BaseException:
+            self.handles.pop(handle.id, None)
+            raise
+        for started in self.on_started:
+            started(handle)
+
+    def _stopped(self, handle: MeetingHandle[T]) -> None:
+        if self.handles.get(handle.id) is handle:
+            del self.handles[handle.id]
+
+    def _child_failed(self, name: str, exc: BaseException) -> None:
+        handle = self.handles.pop(UUID(name), None)
+        if handle is not None:
+            log.error("meeting.gave_up", meeting=name, error=repr(exc))
+            handle.fail_waiters(exc)
+
+    async def submit(self, handle: MeetingHandle[T], command: Command[T]) -> Turn[T] | None:
+        """Hand ``command`` to the meeting's actor and wait for its result (``MeetingEnded`` once it ended)."""
+        ref = handle.ref
+        if ref is None:
+            raise MeetingEnded(handle.id)
+        try:
+            slot = await ref.ask(command)
+        except ActorStopped:
+            actor = handle.actor
+            if actor is not None and actor.state is MeetingState.ENDED:
+                raise MeetingEnded(handle.id) from None
+            raise
+        return await slot.wait()  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ takeover
+
+    def _on_news(self, keys: list[str] | None) -> None:
+        if keys is None and not self._sweeping and self._tg is not None:
+            self._sweeping = True
+            self._tg.start_soon(self._sweep)
+
+    async def _sweep(self) -> None:
+        try:
+            await self.recover_orphans()
+        except Exception as exc:  # the next sweep tries again
+            log.warning("meetings.recovery_failed", error=repr(exc))
+        finally:
+            self._sweeping = False
+
+    async def recover_orphans(self) -> None:
+        """Run the active meetings nobody alive runs in which an agent with a turn handler here takes part.
+
+        Other orphans wait for a participant to call in (:meth:`take_over`).
+        """
+        local = [
+            name
+            for name in {*self.registry.turn_handlers, *self.registry.hosts}
+            if self.registry.has_turn_handler(name)
+        ]
+        if not local:
+            return
+        found = await hosts.orphan_meetings(self.services.db, local)
+        await self.take_over([mid for mid in found if mid not in self.handles])
+
+    async def take_over(self, meeting_ids: list[UUID]) -> None:
+        """Claim these meetings if nobody alive runs them, and run the ones claimed from their committed state."""
+        claimed = await self.services.presence.claim_meetings(meeting_ids)
+        if not claimed:
+            return
+        recovered = await store.load_active(self.services.db, self.services.codec.decode, sorted(claimed))
+        for row in recovered:
+            if row.id in self.handles:
+                continue
+            if row.speaker_selection != "round_robin":
+                log.warning("meeting.selector_lost", meeting=str(row.id), fallback="round_robin")
+            handle: MeetingHandle[T] = MeetingHandle(row.id, row.organization_id, row.host, None, snapshot_of(row))
+            await self.spawn(handle)
+            log.info("meeting.recovered", meeting=str(row.id), floor_holder=row.floor_holder, turn=row.turn_number)
+        if recovered:
+            log.info("meetings.recovered", count=len(recovered))
+

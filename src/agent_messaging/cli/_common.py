@@ -1,0 +1,207 @@
+"""What every command shares: options, the command's configuration and database, errors, output.
+
+Results go to standard output (a rich table on a terminal, plain text when
+piped, JSON with ``--json``); logs go to standard error. A deliberate failure
+(unreachable database, bad configuration, bad input) exits 1 with one
+``error:`` line and no traceback; a DSN's password is never printed.
+
+Writing a command: ``run_async(coroutine_function)`` around
+``async with open_database(settings(dsn)) as db:``; print with :func:`table` /
+:func:`print_json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import anyio
+import typer
+from psqlpy import exceptions as pg_exc
+from pydantic import SecretStr, ValidationError
+
+from ..config import Config, dsn_password
+from ..errors import AgentMessagingError
+from ..persistence.database import Database
+from ..persistence.embedded import start_embedded, stop_embedded
+
+__all__ = [
+    "OPERATOR_LOG_LEVEL",
+    "CliState",
+    "DsnOption",
+    "JsonOption",
+    "data_dir",
+    "describe",
+    "fail",
+    "open_database",
+    "password_of",
+    "print_json",
+    "run_async",
+    "settings",
+    "table",
+    "where",
+]
+
+R = TypeVar("R")
+
+#: Log level of operator commands when neither --log-level nor AGENT_MESSAGING_LOG_LEVEL is given: their
+#: results are on stdout and a failure is one ``error:`` line, so routine logs (connect retries...) stay quiet.
+#: Long-running commands (``run``) re-configure with their own default.
+OPERATOR_LOG_LEVEL = "ERROR"
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        help="PostgreSQL DSN. Default: $AGENT_MESSAGING_DSN, else the embedded server in .agent-messaging/pgdata.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+
+
+@dataclass(frozen=True)
+class CliState:
+    """Options of the root command, kept in the click context's ``obj`` for every subcommand."""
+
+    log_level: str | None
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one ``error:`` line to stderr and exit ``code``."""
+    text = " ".join(message.split())  # one line, whatever the source put in it
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(code)
+
+
+def describe(exc: BaseException, secrets: Sequence[str] = ()) -> str:
+    """A one-line description of a deliberate failure, with any secret masked."""
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()]
+        text = "invalid configuration: " + "; ".join(parts)
+    elif isinstance(exc, pg_exc.Error):
+        text = f"database error: {exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def password_of(dsn: str | None) -> list[str]:
+    """The password in ``dsn`` (to mask in error texts), if any."""
+    secret = dsn_password(dsn) if dsn else None
+    return [secret] if secret else []
+
+
+def run_async(fn: Callable[[], Awaitable[R]], *, dsn: str | None = None) -> R:
+    """Run an async command body with ``anyio.run``; deliberate failures become one ``error:`` line, exit 1."""
+    try:
+        return anyio.run(fn)
+    except _DELIBERATE as exc:
+        fail(describe(exc, password_of(dsn)))
+    except BaseExceptionGroup as group:
+        # a failure inside a task group: report it if it is one of ours, else let it show as the bug it is
+        leaf = _deliberate_leaf(group)
+        if leaf is None:
+            raise
+        fail(describe(leaf, password_of(dsn)))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+_DELIBERATE = (AgentMessagingError, ValidationError, pg_exc.Error)
+
+
+def _deliberate_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The first deliberate failure in ``group``, if every failure in it is one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if leaves and all(isinstance(leaf, _DELIBERATE) for leaf in leaves):
+        return leaves[0]
+    return None
+
+
+def settings(dsn: str | None) -> Config:
+    """The configuration of a command: ``--dsn`` if given, the rest (and a missing DSN) from the environment."""
+    try:
+        return Config(dsn=SecretStr(dsn)) if dsn else Config()
+    except ValidationError as exc:
+        fail(describe(exc, password_of(dsn)))
+
+
+def data_dir(config: Config) -> Path:
+    return (Path.cwd() / config.embedded_data_dir.expanduser()).resolve()
+
+
+@contextlib.asynccontextmanager
+async def open_database(config: Config) -> AsyncIterator[Database]:
+    """The command's database, open: the configured DSN, or the embedded server (stopped again after if unused)."""
+    dsn = config.dsn_value()
+    embedded = None
+    if dsn is None:
+        embedded = await start_embedded(data_dir(config))
+        dsn = embedded.dsn
+    try:
+        db = Database(dsn, pool_size=2, connect_timeout=config.connect_timeout)
+        await db.open()
+        try:
+            yield db
+        finally:
+            await db.aclose()
+    finally:
+        if embedded is not None:
+            await stop_embedded(embedded)
+
+
+def where(config: Config) -> str:
+    """Which database a command uses, safe to print."""
+    return config.redacted_dsn() or f"embedded PostgreSQL in {data_dir(config)}"
+
+
+def _is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on stdout: rich on a terminal, aligned plain text (title line, header, rows) otherwise."""
+    if _is_terminal():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    typer.echo(title)
+    typer.echo(line([column.upper() for column in columns]))
+    for row in rows:
+        typer.echo(line(row))
