@@ -84,5 +84,7 @@ def test_public_methods_are_documented() -> None:
 def test_every_error_is_exported_and_in_the_tree() -> None:
     tree = errors.__doc__ or ""
     for name in errors.__all__:
+        if not isinstance(getattr(errors, name), type):
+            continue  # the JSON helpers
         assert name in agent_messaging.__all__, name
         assert name in tree, f"{name} is missing from the tree drawn in errors.py's docstring"

@@ -33,7 +33,7 @@ from ._validation import check_id, check_metadata, check_name
 from .actors.agent import Agent
 from .actors.calls import Calls
 from .actors.conversation import Conversations
-from .actors.hosting import AgentHost
+from .actors.hosting import RESTART_PREFIX, AgentHost
 from .actors.meeting import Meetings
 from .actors.meeting.events import EventDispatcher
 from .actors.meeting.participants import HostedParticipants
@@ -43,7 +43,7 @@ from .actors.one_way import OneWay
 from .actors.registry import EventHandler, HostSpec, Registry, TurnHandler
 from .actors.services import Codec, Directory, Services
 from .config import Config
-from .errors import ConfigurationError, InvalidArgument, LifecycleError
+from .errors import ConfigurationError, InvalidArgument, InvalidOperation, LifecycleError
 from .models import AgentInfo, DeadLetter, MeetingEventType, Organization
 from .persistence.database import Database
 from .persistence.embedded import EmbeddedServer, start_embedded, stop_embedded
@@ -392,6 +392,26 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         agent = await self._agents.deregister(check_id(external_id, "agent external_id"))
         if self._parts is not None:
             self._parts.services.directory.forget(agent.external_id)
+        return agent
+
+    async def restart_agent(self, external_id: str) -> AgentInfo:
+        """Restart a ``failed`` agent (one past its restart intensity), from any process.
+
+        The runtime that hosts it starts it again (or, if that runtime is gone, the next one to take it
+        over does). ``AgentNotFound`` for an unknown agent, ``InvalidOperation`` if it is not failed.
+        """
+        parts = self._open_parts()
+        assert self._agents is not None
+        name = check_id(external_id, "agent external_id")
+        agent_id = await self._agents.reactivate(name, RESTART_PREFIX, parts.services.runtime_id)
+        agent = await self._agents.get(name)  # AgentNotFound for an unknown agent
+        if agent_id is None:
+            raise InvalidOperation(
+                f"agent {name!r} is {agent.status.value}, not failed: there is nothing to restart"
+            )
+        hosted = parts.host.by_id.get(agent_id)
+        if hosted is not None:  # hosted here: restart it now (the NOTIFY is for the other runtimes)
+            await parts.host.restart(hosted)
         return agent
 
     async def get_dead_letters(self, agent: str | None = None, *, limit: int = 100) -> list[DeadLetter]:

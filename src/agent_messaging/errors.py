@@ -28,6 +28,7 @@ the problem in words a user can act on. A DSN's password never appears in one.
     ├── ConversationEnded             the conversation ended while waiting
     ├── MeetingEnded                  the meeting ended (for operations on it)
     ├── DeadlockDetected              a call would close a cycle of waiting agents
+    ├── HandlerError                  the handler of a call raised (the error came back to the caller)
     ├── PersistenceUnavailable        the database could not be reached in time
     └── ActorError                    the actor kernel
         ├── MailboxFull               tell_nowait on a full mailbox
@@ -35,10 +36,16 @@ the problem in words a user can act on. A DSN's password never appears in one.
         └── SupervisorFailed          a supervisor exceeded its restart intensity
 
 The builtin ``TimeoutError`` is never shadowed: the two timeouts subclass it.
+
+Errors cross processes (a meeting command run by another runtime, say) as
+JSON: :func:`error_to_json` and :func:`error_from_json` keep the type, the
+message and the attributes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -54,6 +61,7 @@ __all__ = [
     "CrossOrganization",
     "DeadLetterNotFound",
     "DeadlockDetected",
+    "HandlerError",
     "InvalidArgument",
     "InvalidMessage",
     "InvalidOperation",
@@ -71,6 +79,8 @@ __all__ = [
     "SupervisorFailed",
     "TurnTimedOut",
     "WaitTimeout",
+    "error_from_json",
+    "error_to_json",
 ]
 
 
@@ -240,6 +250,24 @@ class DeadlockDetected(AgentMessagingError):
         super().__init__("deadlock: " + " -> ".join(self.cycle))
 
 
+class HandlerError(AgentMessagingError):
+    """The handler of a call raised; the request was answered with this error and the agent keeps running.
+
+    ``error_type`` and ``error_message`` describe the handler's exception; ``remote_traceback``
+    is its traceback as text, from the process that hosts the agent.
+    """
+
+    def __init__(
+        self, agent: str, request_id: UUID | str, error_type: str, error_message: str, remote_traceback: str = ""
+    ) -> None:
+        self.agent = agent
+        self.request_id = request_id
+        self.error_type = error_type
+        self.error_message = error_message
+        self.remote_traceback = remote_traceback
+        super().__init__(f"the handler of {agent!r} failed on request {request_id}: {error_type}: {error_message}")
+
+
 class PersistenceUnavailable(AgentMessagingError):
     """The database could not be reached (or a write committed) within the configured time."""
 
@@ -282,3 +310,33 @@ class SupervisorFailed(ActorError):
             f"supervisor {supervisor!r} exceeded its restart intensity ({restarts} restarts in {period:g}s)"
             + (f": {cause!r}" if cause is not None else "")
         )
+
+
+def error_to_json(exc: AgentMessagingError) -> dict[str, Any]:
+    """A JSON-able description of ``exc``: its type name, message and attributes."""
+    attrs = json.loads(json.dumps(vars(exc), default=str))
+    return {"type": type(exc).__name__, "message": str(exc), "attrs": attrs}
+
+
+def error_from_json(data: dict[str, Any]) -> AgentMessagingError:
+    """The error :func:`error_to_json` described, as the same type with the same message and attributes.
+
+    Ids come back as UUIDs where they were (attributes named ``*_id``); an unknown type comes back as
+    ``AgentMessagingError``.
+    """
+    cls = _ERRORS.get(str(data.get("type")), AgentMessagingError)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, str(data.get("message", "")))
+    for name, value in dict(data.get("attrs") or {}).items():
+        if name.endswith("_id") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = UUID(value)
+        setattr(exc, name, value)
+    return exc
+
+
+_ERRORS: dict[str, type[AgentMessagingError]] = {
+    name: obj
+    for name, obj in list(globals().items())
+    if isinstance(obj, type) and issubclass(obj, AgentMessagingError)
+}

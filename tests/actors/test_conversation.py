@@ -103,7 +103,7 @@ async def test_reply_from_another_task_matches_by_id(am: AM) -> None:
     with pytest.raises(InvalidOperation, match="not a request"):
         await am.conversation.reply("bob", "alice", "unknown", request_id=uuid.uuid4())
     with pytest.raises(InvalidArgument):
-        await am.conversation.reply("bob", "alice", "bad", request_id="nope")  # type: ignore[arg-type]
+        await am.conversation.reply("bob", "alice", "bad", request_id="nope")
 
 
 async def test_reply_from_a_handler_of_another_agent(am: AM) -> None:

@@ -8,13 +8,21 @@ If the handler returns, the message is marked handled (batched through the
 writer; losing that mark only means a redelivery), and a non-None return value
 answers a call. If it raises, the attempt is recorded and the actor crashes;
 its supervisor restarts it with backoff and the fresh instance retries the same
-message first (``on_start``). After ``max_attempts`` the message is
-dead-lettered and the agent moves on.
+message first (``on_start``). After ``max_attempts`` a one-way message or chat
+line is dead-lettered and the agent moves on.
+
+A failing *call* goes back to its caller: the request is answered, durably,
+with an error reply (the caller's ``send_and_wait`` raises ``HandlerError``
+with the exception's type, message and traceback) and the agent keeps running.
+An ``AgentMessagingError`` raised by the runtime's own checks (a deadlock, an
+invalid message...) cannot be fixed by retrying, so it is answered at once;
+other exceptions are first retried as for any message.
 """
 
 from __future__ import annotations
 
 import contextvars
+import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -23,13 +31,13 @@ from typing import Any, Generic, TypeVar
 import anyio
 import structlog
 
-from ..errors import InvalidMessage
+from ..errors import AgentMessagingError, InvalidMessage
 from ..models import AgentInfo, MessageKind
 from ..persistence.store import agents as agent_store, messages as store
 from ..persistence.writer import Write
 from ..runtime.actor import Actor, ActorRef
 from .agent import Agent, MessageContext
-from .calls import Calls
+from .calls import Calls, error_reply
 from .envelope import Envelope
 from .registry import HostSpec
 from .services import Services
@@ -123,7 +131,14 @@ class AgentActor(Actor[Envelope[T]]):
             result = await self.agent.on_message(env.payload, ctx)
         except Exception as exc:
             env.attempts = attempt
-            if attempt >= cfg.max_attempts:
+            final = attempt >= cfg.max_attempts
+            if env.kind is MessageKind.REQUEST and (final or isinstance(exc, AgentMessagingError)):
+                hosted.inflight = None
+                log.warning("agent.call_failed", agent=name, message_id=str(env.id), attempt=attempt, exc_info=exc)
+                await self._reply(env, None, error=error_reply(name, exc, _traceback(exc)))
+                self.services.writer.submit_nowait([Write(store.HANDLED, (env.id, attempt))])
+                return None
+            if final:
                 hosted.inflight = None
                 await self._dead_letter(env, exc)
                 return None
@@ -140,15 +155,18 @@ class AgentActor(Actor[Envelope[T]]):
             structlog.contextvars.reset_contextvars(**log_tokens)
             CURRENT_AGENT.reset(token)
         hosted.inflight = None
-        if env.kind is MessageKind.REQUEST and result is not None and not self.calls.answered(env.id):
+        if env.kind is MessageKind.REQUEST and result is not None:
             await self._reply(env, result)
         self.services.writer.submit_nowait([Write(store.HANDLED, (env.id, attempt))])
         return result
 
-    async def _reply(self, request: Envelope[T], result: Any) -> None:
-        """A hosted handler returned ``result`` for ``request``: record it as the reply."""
+    async def _reply(self, request: Envelope[T], result: Any, *, error: dict[str, Any] | None = None) -> None:
+        """A hosted handler returned ``result`` for ``request`` (or raised: ``error``): record it as the reply.
+
+        A reply that loses the claim (someone answered with ``reply()`` first) is dropped.
+        """
         try:
-            value, text = self.services.codec.prepare(result, "reply")
+            value, text = (None, "null") if error is not None else self.services.codec.prepare(result, "reply")
         except InvalidMessage as exc:
             log.warning(
                 "conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=str(exc)
@@ -161,10 +179,12 @@ class AgentActor(Actor[Envelope[T]]):
         directory = self.services.directory
         responder = await directory.by_id(request.recipient_id)
         waiting = await directory.by_id(request.sender_id)
-        env, consumed = await self.calls.record_reply(
-            responder, waiting, request.id, request.conversation_id, value, text
+        env, consumed, won = await self.calls.record_reply(
+            responder, waiting, request.id, request.conversation_id, value, text, error=error
         )
-        if not consumed:
+        if not won:
+            log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered")
+        elif not consumed:
             await self.delivered([env])
 
     async def _dead_letter(self, env: Envelope[T], exc: BaseException) -> None:
@@ -186,3 +206,7 @@ class AgentActor(Actor[Envelope[T]]):
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:4000]
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))[-20_000:]

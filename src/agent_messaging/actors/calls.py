@@ -23,29 +23,27 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..errors import ConversationEnded, LifecycleError, ReplyTimeout
+from ..errors import ConversationEnded, HandlerError, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
-from ..persistence._rows import as_uuid
-from ..persistence.store import conversations as store, messages as message_store
+from ..persistence._rows import as_uuid, json_dict
+from ..persistence.store import conversations as store
 from ..persistence.writer import Write
 from ..runtime._slot import Slot
 from .envelope import Envelope, insert_row, new_envelope
 from .news import remote_key
 from .services import Services
 
-__all__ = ["Calls", "Waiter"]
+__all__ = ["Calls", "Waiter", "error_reply", "handler_error"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.conversation")
-_ANSWERED_LIMIT = 100_000
 _EXPIRE_EVERY = 60.0
 
 
@@ -87,6 +85,12 @@ class Waiter(Slot[T]):
         if self._claim is not None:
             self._claim.set()
 
+    def complete_error(self, error: BaseException) -> None:
+        """Hand the committed error reply (a ``HandlerError``) to the caller (the waiter must be claimed)."""
+        super().fail(error)
+        if self._claim is not None:
+            self._claim.set()
+
     def fail(self, error: BaseException) -> None:
         """Wake the caller with ``error`` unless a reply is already on its way."""
         if not (self.closing or self._claim is not None):
@@ -115,8 +119,6 @@ class Calls(Generic[T]):
         self.by_id: dict[uuid.UUID, Waiter[T]] = {}
         self._watches: dict[uuid.UUID, _Watch] = {}
         self._tg: TaskGroup | None = None
-        self._answering: set[uuid.UUID] = set()
-        self._answered: OrderedDict[uuid.UUID, None] = OrderedDict()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Expire requests whose deadline passed while nobody ran, then serve (watches) until cancelled."""
@@ -209,44 +211,23 @@ class Calls(Generic[T]):
             del self._watches[sender_id]
 
     async def check(self, request_ids: list[uuid.UUID]) -> None:
-        """Complete waiters whose reply (or conversation end) is in the database."""
+        """Complete waiters whose reply (or conversation end) is in the database (replies found are marked read)."""
         rows = await store.replies_and_ends(self.services.db, request_ids)
-        claimed: list[tuple[Waiter[T], Any, uuid.UUID]] = []
-        reads: list[Write] = []
         for row in sorted(rows, key=lambda r: r["what"] != "reply"):  # a reply wins over an end
             waiter = self.by_id.get(as_uuid(row["request_id"]))
-            if waiter is None:
+            if waiter is None or waiter.done:
                 continue
-            payload = None if row["payload"] is None else self.services.codec.decode(row["payload"])
             if row["what"] == "end":
-                cid = as_uuid(row["message_id"])
-                waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, cid, payload))
-            elif waiter.try_claim():
-                reply_id = as_uuid(row["message_id"])
-                claimed.append((waiter, payload, reply_id))
-                if row["unread"]:
-                    reads.append(Write(message_store.READ, (reply_id,)))
-        if not claimed:
-            return
-        try:
-            if reads:
-                await self.services.writer.write(reads)
-        except BaseException:
-            for waiter, _payload, _rid in claimed:
-                waiter.release()
-            raise
-        for waiter, payload, reply_id in claimed:
-            waiter.complete(payload, reply_id)
+                payload = None if row["payload"] is None else self.services.codec.decode(row["payload"])
+                waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, as_uuid(row["message_id"]), payload))
+                continue
+            error = json_dict(row["metadata"]).get("error")
+            if error is not None:
+                waiter.complete_error(handler_error(error, waiter.request_id))
+            else:
+                waiter.complete(self.services.codec.decode(row["payload"]), as_uuid(row["message_id"]))
 
     # ------------------------------------------------------------------ replying side
-
-    def answered(self, request_id: uuid.UUID) -> bool:
-        """Whether this runtime has recorded (or is recording) a reply to ``request_id``."""
-        return request_id in self._answering or request_id in self._answered
-
-    def answering(self) -> list[uuid.UUID]:
-        """Requests this runtime is recording replies to right now."""
-        return list(self._answering)
 
     async def record_reply(
         self,
@@ -254,34 +235,61 @@ class Calls(Generic[T]):
         waiting: AgentInfo,
         request_id: uuid.UUID,
         cid: uuid.UUID | None,
-        value: T,
+        value: T | None,
         text: str,
-    ) -> tuple[Envelope[T], bool]:
-        """Commit a reply to ``request_id``; returns it and whether a waiting caller here consumed it.
+        *,
+        error: dict[str, Any] | None = None,
+    ) -> tuple[Envelope[T], bool, bool]:
+        """Claim ``request_id`` in the database and commit a reply to it (or, with ``error``, an error reply).
 
-        A reply nobody consumed is an unread message of ``waiting``: the caller delivers it to the
-        hosted agents (``AgentHost.committed``).
+        Returns the reply, whether a waiting caller here consumed it, and whether it won: across any number
+        of processes one reply claims a request, and the others are not written. A reply nobody consumed is
+        an unread message of ``waiting``: the caller delivers it to the hosted agents (``AgentHost.committed``).
         """
         waiter = self.by_id.get(request_id)
         consumed = waiter is not None and waiter.try_claim()
-        env = new_envelope(
-            MessageKind.REPLY, responder, waiting, value, text, conversation_id=cid, in_reply_to=request_id
+        env: Envelope[T] = new_envelope(
+            MessageKind.REPLY,
+            responder,
+            waiting,
+            cast(T, value),  # None for an error reply
+            text,
+            conversation_id=cid,
+            in_reply_to=request_id,
+            metadata=None if error is None else {"error": error},
         )
-        self._answering.add(request_id)
         try:
-            await self.services.writer.write(
-                [Write(store.MESSAGE, (*insert_row(env), consumed)), Write(store.REPLIED, (request_id,))],
+            won = await self.services.writer.write(
+                [Write(store.CLAIM, (env.id, request_id)), Write(store.REPLY, (*insert_row(env), consumed))],
                 notify=() if consumed else [str(waiting.id)],
             )
         except BaseException:
             if waiter is not None and consumed:
                 waiter.release()
             raise
-        finally:
-            self._answering.discard(request_id)
-        self._answered[request_id] = None
-        if len(self._answered) > _ANSWERED_LIMIT:
-            self._answered.popitem(last=False)
+        if str(env.id) not in won:
+            if waiter is not None and consumed:
+                waiter.release()
+            return env, False, False
         if waiter is not None and consumed:
-            waiter.complete(value, env.id)
-        return env, consumed
+            if error is not None:
+                waiter.complete_error(handler_error(error, request_id))
+            else:
+                waiter.complete(cast(T, value), env.id)
+        return env, consumed, True
+
+
+def error_reply(agent: str, exc: BaseException, remote_traceback: str) -> dict[str, Any]:
+    """What an error reply stores about the exception a handler raised (in the reply's metadata)."""
+    return {"agent": agent, "type": type(exc).__name__, "message": str(exc), "traceback": remote_traceback}
+
+
+def handler_error(error: dict[str, Any], request_id: uuid.UUID) -> HandlerError:
+    """The ``HandlerError`` a caller gets for an error reply."""
+    return HandlerError(
+        str(error.get("agent", "?")),
+        request_id,
+        str(error.get("type", "Exception")),
+        str(error.get("message", "")),
+        str(error.get("traceback", "")),
+    )

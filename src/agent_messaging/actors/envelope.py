@@ -122,17 +122,24 @@ def insert_write(env: Envelope[Any]) -> Write:
 
 
 def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
-    """An envelope from a row selected with ``store.messages.MESSAGE_COLUMNS``."""
+    """An envelope from a row selected with ``store.messages.MESSAGE_COLUMNS``.
+
+    An error reply (a handler raised for a call) has no payload: ``payload`` is None and its
+    ``metadata["error"]`` says what failed.
+    """
+    metadata = json_dict(row["metadata"])
+    kind = MessageKind(row["kind"])
+    error_reply = kind is MessageKind.REPLY and "error" in metadata
     return Envelope(
         id=as_uuid(row["id"]),
-        kind=MessageKind(row["kind"]),
+        kind=kind,
         sender=row["sender"],
         recipient=row["recipient"],
         sender_id=as_uuid(row["sender_id"]),
         recipient_id=as_uuid(row["recipient_id"]),
         organization_id=as_uuid(row["organization_id"]),
-        payload=codec.decode(row["payload"]),
-        metadata=json_dict(row["metadata"]),
+        payload=None if error_reply else codec.decode(row["payload"]),  # type: ignore[arg-type]
+        metadata=metadata,
         conversation_id=optional_uuid(row["conversation_id"]),
         in_reply_to=optional_uuid(row["in_reply_to"]),
         reply_deadline=row["reply_deadline"],

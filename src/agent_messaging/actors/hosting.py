@@ -33,11 +33,13 @@ from .envelope import Envelope, envelope_from_row
 from .registry import HostSpec, Registry
 from .services import Services
 
-__all__ = ["AgentHost"]
+__all__ = ["RESTART_PREFIX", "AgentHost"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.agent")
 _PAGE = 500
+#: NOTIFY key prefix asking the runtime that hosts an agent to restart it (``restart:<agent id>``).
+RESTART_PREFIX = "restart:"
 
 
 class AgentHost(Generic[T]):
@@ -152,18 +154,20 @@ class AgentHost(Generic[T]):
         hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
-        child = ChildSpec(
-            name=spec.agent,
-            factory=lambda: AgentActor(self.services, self.calls, hosted, self.committed, self.bind),
-            restart=spec.restart,
-            mailbox_size=self.services.config.mailbox_size,
-            escalate=False,
-        )
-        hosted.ref = await self.supervisor.start_child(child)
+        hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
         log.info("agent.hosted", agent=spec.agent)
         if catch_up:
             self._start_catch_up(hosted)
         return hosted
+
+    def _child_spec(self, hosted: HostedAgent[T]) -> ChildSpec[Envelope[T]]:
+        return ChildSpec(
+            name=hosted.spec.agent,
+            factory=lambda: AgentActor(self.services, self.calls, hosted, self.committed, self.bind),
+            restart=hosted.spec.restart,
+            mailbox_size=self.services.config.mailbox_size,
+            escalate=False,
+        )
 
     def _start_catch_up(self, hosted: HostedAgent[T]) -> None:
         hosted.catching_up = True
@@ -219,14 +223,29 @@ class AgentHost(Generic[T]):
             return
         targets = []
         for key in keys:
+            restart = key.startswith(RESTART_PREFIX)
             try:
-                hosted = self.by_id.get(uuid.UUID(key))
+                hosted = self.by_id.get(uuid.UUID(key.removeprefix(RESTART_PREFIX)))
             except ValueError:
                 continue
-            if hosted is not None:
+            if hosted is None:
+                continue
+            if restart:
+                if hosted.failed and self._tg is not None:
+                    self._tg.start_soon(self.restart, hosted)
+            else:
                 targets.append(hosted)
         if targets:
             self.poke(targets)
+
+    async def restart(self, hosted: HostedAgent[T]) -> None:
+        """Start a ``failed`` agent's actor again (its restart intensity starts afresh) and catch it up."""
+        if not hosted.failed:
+            return
+        hosted.failed = False
+        hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
+        log.info("agent.restarted_by_request", agent=hosted.spec.agent)
+        self._start_catch_up(hosted)
 
     async def _sweep(self) -> None:
         """Catch up the agents with unread messages (one query for all), keep the liveness lock,

@@ -17,7 +17,8 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from ..errors import DeadLetterNotFound, MeetingNotFound
+from ..actors.hosting import RESTART_PREFIX
+from ..errors import DeadLetterNotFound, InvalidOperation, MeetingNotFound
 from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus
 from ..persistence.database import Database, Row
 from ..persistence.store import hosts, meetings as store, messages as message_store
@@ -127,6 +128,33 @@ def agents_list(
     ]
     title = f"Agents{f' of {org}' if org else ''} ({len(records)})"
     print_table(title, ["org", "agent", "status", "hosted by", "alive", "unread", "dead", "restarts"], lines)
+
+
+@agents_app.command("restart")
+def agents_restart(
+    agent: Annotated[str, typer.Argument(metavar="ID", help="The failed agent's external id.")],
+    dsn: DsnOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restart a failed agent: the runtime hosting it starts it again (or the next runtime to take it over)."""
+    config = settings(dsn)
+
+    async def go() -> str:
+        async with open_database(config) as db:
+            agents = Agents(db)
+            agent_id = await agents.reactivate(agent, RESTART_PREFIX, "cli")
+            if agent_id is None:
+                info = await agents.get(agent)  # AgentNotFound for an unknown agent
+                raise InvalidOperation(
+                    f"agent {agent!r} is {info.status.value}, not failed: there is nothing to restart"
+                )
+            return str(agent_id)
+
+    agent_id = run_async(go, dsn=dsn)
+    if as_json:
+        print_json({"agent": agent, "id": agent_id, "restarted": True})
+    else:
+        typer.echo(f"agent {agent} is active again; the runtime hosting it restarts it")
 
 
 # --------------------------------------------------------------------------- messages

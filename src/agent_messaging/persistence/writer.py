@@ -48,11 +48,21 @@ class Statement:
     writer knows none by name. ``rank`` orders the kinds of statement inside one
     batch (lower first), so that, say, a conversation row is inserted before the
     message that refers to it.
+
+    A *conditional* statement (``returning=True``) ends in ``RETURNING <key>``: it
+    reports which of its rows took effect, by the row's first column, and
+    :meth:`Writer.write` returns those keys to the unit that wrote them (a claim
+    that lost to another process's claim is not committed for its caller). A
+    statement may read the rows another statement of the batch returned: its
+    ``sql`` names that statement's result ``{requires}`` (a ``requires``
+    statement ranks lower and is always written in the same unit).
     """
 
     name: str
     rank: int
     sql: str
+    returning: bool = False
+    requires: Statement | None = None
 
     def __repr__(self) -> str:
         return f"Statement({self.name!r})"
@@ -94,6 +104,7 @@ class _Unit:
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
     quiet: bool = False
+    returned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -139,19 +150,21 @@ class Writer:
         queued = self._send.statistics().current_buffer_used if self._send is not None else 0
         return WriterStatistics(self._transactions, self._units, self._rows, self._retries, self._failures, queued)
 
-    async def write(self, writes: Iterable[Write], *, notify: Iterable[str] = ()) -> None:
+    async def write(self, writes: Iterable[Write], *, notify: Iterable[str] = ()) -> frozenset[str]:
         """Commit ``writes`` together (all or none) and return once committed.
 
         ``notify`` names the agents/meetings that have news; the batch sends them
-        in one NOTIFY. Raises ``PersistenceUnavailable`` if the database cannot
-        take the write within the writer's timeout.
+        in one NOTIFY. Returns the keys (first columns, as text) of the unit's rows
+        of conditional statements that took effect (empty when there are none).
+        Raises ``PersistenceUnavailable`` if the database cannot take the write
+        within the writer's timeout.
         """
         unit = _Unit(list(writes), frozenset(notify), anyio.current_time() + self.timeout)
         for w in unit.writes:
             if not isinstance(w.statement, Statement):
                 raise ValueError(f"unknown write kind {w.statement!r}: a Write takes a store's Statement")
         if not unit.writes and not unit.notify:
-            return
+            return frozenset()
         if self._send is None:
             raise PersistenceUnavailable("the persistence actor is not running", host=self.db.host)
         try:
@@ -164,6 +177,7 @@ class Writer:
         await unit.done.wait()
         if unit.error is not None:
             raise unit.error
+        return unit.returned
 
     def submit_nowait(self, writes: Iterable[Write]) -> None:
         """Queue bookkeeping ``writes`` without waiting for their commit.
@@ -252,11 +266,11 @@ class Writer:
         delay = 0.01
         while batch:
 
-            async def apply(conn: psqlpy.Connection, current: list[_Unit] = batch) -> None:
-                await _apply(conn, current, self.notify_enabled, self.origin)
+            async def apply(conn: psqlpy.Connection, current: list[_Unit] = batch) -> frozenset[str]:
+                return await _apply(conn, current, self.notify_enabled, self.origin)
 
             try:
-                await self.db.run(apply)
+                returned = await self.db.run(apply)
             except Exception as exc:
                 if isinstance(exc, PersistenceUnavailable) or is_connection_error(exc):
                     self._retries += 1
@@ -280,6 +294,10 @@ class Writer:
             self._units += len(batch)
             self._rows += sum(len(u.writes) for u in batch)
             for unit in batch:
+                if returned:
+                    unit.returned = frozenset(
+                        key for w in unit.writes if w.statement.returning and (key := str(w.row[0])) in returned
+                    )
                 unit.done.set()
             return
 
@@ -297,8 +315,11 @@ class Writer:
         return kept
 
 
-async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin: str) -> None:
-    """Write a batch as ONE statement (data-modifying CTEs, run in autocommit: atomic, one round trip)."""
+async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin: str) -> frozenset[str]:
+    """Write a batch as ONE statement (data-modifying CTEs, run in autocommit: atomic, one round trip).
+
+    Returns the keys the batch's conditional statements returned (as text).
+    """
     by_kind: dict[Statement, list[tuple[Any, ...]]] = {}
     for unit in batch:
         for w in unit.writes:
@@ -318,7 +339,11 @@ async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin
             body = ",".join(names)
             params.extend([NOTIFY_CHANNEL, f"{origin}|{body if len(body) < _NOTIFY_LIMIT else '*'}"])
             with_notify = True
-    await tx.execute(_batch_sql(kinds, with_notify), params)
+    result = await tx.execute(_batch_sql(kinds, with_notify), params)
+    if not any(kind.returning for kind in kinds):
+        return frozenset()
+    row = result.result()[0]
+    return frozenset(str(key) for value in row.values() if isinstance(value, list) for key in value)
 
 
 def _shift(sql: str, offset: int) -> str:
@@ -334,14 +359,25 @@ def _rank(statement: Statement) -> int:
 def _batch_sql(kinds: tuple[Statement, ...], with_notify: bool) -> str:
     """The statement for a batch with these kinds (cached: batches repeat a few shapes)."""
     parts: list[str] = []
+    aliases: dict[Statement, str] = {}
+    results: list[str] = []
     offset = 0
     for kind in kinds:
         sql = kind.sql
         count = len(set(_PARAM.findall(sql)))
-        parts.append(f"w{len(parts)} AS ({_shift(sql, offset)})")
+        alias = aliases[kind] = f"w{len(parts)}"
+        if kind.requires is not None:
+            sql = sql.replace("{requires}", aliases[kind.requires])
+        parts.append(f"{alias} AS ({_shift(sql, offset)})")
+        if kind.returning:
+            results.append(f"(SELECT coalesce(array_agg(key::text), '{{}}') FROM {alias}) AS {alias}")
         offset += count
-    tail = f"SELECT pg_notify(${offset + 1}, ${offset + 2})" if with_notify else "SELECT 1"
-    return (f"WITH {', '.join(parts)} " if parts else "") + tail
+    notify = f"pg_notify(${offset + 1}, ${offset + 2})"
+    if with_notify and results:  # pg_notify returns void, which the driver cannot read back: count it instead
+        parts.append(f"wn AS (SELECT {notify})")
+        results.append("(SELECT count(*) FROM wn) AS notified")
+    selected = results or ([notify] if with_notify else ["1"])
+    return (f"WITH {', '.join(parts)} " if parts else "") + "SELECT " + ", ".join(selected)
 
 
 def _drain(receive: MemoryObjectReceiveStream[_Unit]) -> list[_Unit]:

@@ -2,7 +2,6 @@
 
 - :mod:`.facade`: :class:`Conversations`, reached as ``am.conversation``
 - :mod:`.chat`: the read side (unread queue, waiting for a message, history, resuming a handler)
-- :mod:`.deadlock`: the wait-for graph of agents blocked in their handlers
 """
 
 from .chat import DEFAULT, Timeout

@@ -25,10 +25,10 @@ import anyio
 import structlog
 
 from ..._validation import check_id, check_metadata
-from ...errors import ConversationEnded, InvalidArgument, InvalidOperation, PersistenceUnavailable
+from ...errors import ConversationEnded, DeadlockDetected, InvalidArgument, InvalidOperation, PersistenceUnavailable
 from ...models import AgentInfo, MessageKind
 from ...persistence._rows import as_uuid, optional_uuid
-from ...persistence.store import conversations as store
+from ...persistence.store import conversations as store, waits
 from ...persistence.writer import Write
 from ..agent_actor import CURRENT_AGENT
 from ..calls import Calls, Waiter
@@ -36,7 +36,6 @@ from ..envelope import Envelope, insert_row, insert_write, new_envelope
 from ..hosting import AgentHost
 from ..services import Services
 from .chat import DEFAULT, ChatQueries, Timeout
-from .deadlock import WaitGraph
 
 __all__ = ["DEFAULT", "Conversations"]
 
@@ -56,10 +55,8 @@ class Conversations(ChatQueries[T]):
         self.services = services
         self.host = host
         self.calls = calls
-        self.graph = WaitGraph()
         self._sessions: dict[tuple[uuid.UUID, uuid.UUID], uuid.UUID] = {}
         self._opened: set[uuid.UUID] = set()
-        self._reply_locks: dict[tuple[uuid.UUID, uuid.UUID], anyio.Lock] = {}
 
     # ------------------------------------------------------------ talk and wait
 
@@ -86,21 +83,13 @@ class Conversations(ChatQueries[T]):
         limit = self._timeout(timeout)
         a, b = await self._agents(sender, recipient)
         value, text = self.services.codec.prepare(message)
+        deadline = None if limit is None else datetime.now(UTC) + timedelta(seconds=limit)
+        cid, extra = self._session(a, b)
+        env = new_envelope(MessageKind.REQUEST, a, b, value, text, conversation_id=cid, reply_deadline=deadline)
         caller = CURRENT_AGENT.get()
-        if caller is not None:
-            self.graph.add(caller, b.external_id)  # DeadlockDetected before anything is written
+        if caller is not None:  # DeadlockDetected before anything is written
+            await self._wait_for(caller, b, env.id)
         try:
-            deadline = None if limit is None else datetime.now(UTC) + timedelta(seconds=limit)
-            cid, extra = self._session(a, b)
-            env = new_envelope(
-                MessageKind.REQUEST,
-                a,
-                b,
-                value,
-                text,
-                conversation_id=cid,
-                reply_deadline=deadline,
-            )
             waiter: Waiter[T] = Waiter(env.id, a.external_id, b.external_id, a.id, cid)
             self.calls.add(waiter)
             try:
@@ -111,46 +100,69 @@ class Conversations(ChatQueries[T]):
                 self.calls.remove(waiter)
         finally:
             if caller is not None:
-                self.graph.remove(caller, b.external_id)
+                with anyio.CancelScope(shield=True):
+                    await waits.remove_wait(self.services.db, env.id)
+
+    async def _wait_for(self, caller: str, target: AgentInfo, request_id: uuid.UUID) -> None:
+        """Record that ``caller``'s handler now waits for ``target`` in the shared wait-for graph.
+
+        ``DeadlockDetected`` (nothing recorded) if the edge closes a cycle through agents hosted in any
+        process. Only calls made inside handlers pay for this.
+        """
+        directory = self.services.directory
+        me = await directory.get(caller)
+        path = await waits.add_wait(
+            self.services.db, request_id, me.organization_id, me.id, target.id, self.services.presence.key
+        )
+        if path is not None:
+            names = [(await directory.by_id(node)).external_id for node in path]
+            raise DeadlockDetected([caller, *names])
 
     async def reply(
-        self, responder: str, waiting_agent: str, message: T, *, request_id: uuid.UUID | None = None
+        self, responder: str, waiting_agent: str, message: T, *, request_id: uuid.UUID | str | None = None
     ) -> uuid.UUID:
         """Answer a request of ``waiting_agent`` to ``responder``; returns the reply's message id.
 
-        Without ``request_id`` it answers the oldest unanswered request from ``waiting_agent`` (whether or
-        not its caller still waits: a caller that timed out finds the reply in its unread messages).
+        Without ``request_id`` it answers the oldest open request from ``waiting_agent`` in the pair's active
+        conversation (whether or not its caller still waits: a caller that timed out finds the reply in its
+        unread messages). The request is claimed in the database, so across any number of processes a
+        request gets exactly one reply.
 
-        :raises InvalidOperation: nothing to answer, or the request is already answered / not theirs.
+        :raises InvalidOperation: nothing to answer; the request is already answered (another reply won), is
+            not theirs, or its conversation ended.
         """
         r, w = await self._agents(responder, waiting_agent, ("responder", "waiting_agent"))
         value, text = self.services.codec.prepare(message, "reply")
         if request_id is not None:
-            if not isinstance(request_id, uuid.UUID):
-                raise InvalidArgument(f"request_id must be a UUID, not {type(request_id).__name__}")
-            if self.calls.answered(request_id):
-                raise InvalidOperation(f"request {request_id} is already answered")
-            row = await store.request(self.services.db, request_id)
+            rid = _request_id(request_id)
+            row = await store.request(self.services.db, rid)
             if (
                 row is None
                 or row["kind"] != MessageKind.REQUEST.value
                 or as_uuid(row["sender_id"]) != w.id
                 or as_uuid(row["recipient_id"]) != r.id
             ):
-                raise InvalidOperation(f"message {request_id} is not a request from {waiting_agent!r} to {responder!r}")
-            if row["replied_at"] is not None:
-                raise InvalidOperation(f"request {request_id} is already answered")
-            return await self._record_reply(r, w, request_id, optional_uuid(row["conversation_id"]), value, text)
-        key = (r.id, w.id)
-        lock = self._reply_locks.get(key)
-        if lock is None:
-            lock = self._reply_locks[key] = anyio.Lock()
-        async with lock:  # two replies of this process never pick the same oldest request
-            row = await store.oldest_open_request(self.services.db, r.id, w.id, self.calls.answering())
+                raise InvalidOperation(f"message {rid} is not a request from {waiting_agent!r} to {responder!r}")
+            if row["closed_at"] is not None:
+                raise InvalidOperation(f"request {rid} cannot be answered: its conversation ended")
+            reply_id = None
+            if row["replied_at"] is None:
+                reply_id = await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
+            if reply_id is None:
+                raise InvalidOperation(f"request {rid} is already answered")
+            return reply_id
+        lost: list[uuid.UUID] = []
+        while True:  # the oldest open request; if another process's reply claims it first, the next one
+            row = await store.oldest_open_request(self.services.db, r.id, w.id, lost)
             if row is None:
+                if lost:
+                    raise InvalidOperation(f"request {lost[-1]} is already answered (another reply won it)")
                 raise InvalidOperation(f"{waiting_agent!r} has no unanswered request to {responder!r}")
             rid = as_uuid(row["id"])
-            return await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
+            reply_id = await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
+            if reply_id is not None:
+                return reply_id
+            lost.append(rid)
 
     async def _record_reply(
         self,
@@ -160,11 +172,12 @@ class Conversations(ChatQueries[T]):
         cid: uuid.UUID | None,
         value: T,
         text: str,
-    ) -> uuid.UUID:
-        env, consumed = await self.calls.record_reply(responder, waiting, request_id, cid, value, text)
-        if not consumed:
+    ) -> uuid.UUID | None:
+        """Commit a reply; its id if it won the request, None if another reply had."""
+        env, consumed, won = await self.calls.record_reply(responder, waiting, request_id, cid, value, text)
+        if won and not consumed:
             await self.host.committed([env])
-        return env.id
+        return env.id if won else None
 
     async def end_conversation(self, agent_a: str, agent_b: str, *, message: T | None = None) -> None:
         """End the pair's current session (``agent_a`` ends it); waiters on it get ``ConversationEnded``.
@@ -180,7 +193,7 @@ class Conversations(ChatQueries[T]):
         cid = await store.active_conversation(self.services.db, pair)
         if cid is None:
             raise InvalidOperation(f"there is no active conversation between {agent_a!r} and {agent_b!r}")
-        writes = [Write(store.END, (cid, a.id))]
+        writes = [Write(store.END, (cid, a.id)), Write(store.CLOSE_REQUESTS, (cid,))]
         env: Envelope[T] | None = None
         if prepared is not None:
             env = new_envelope(MessageKind.END, a, b, prepared[0], prepared[1], conversation_id=cid)
@@ -265,3 +278,14 @@ class Conversations(ChatQueries[T]):
         if env.conversation_id is not None:
             self._opened.add(env.conversation_id)
         await self.host.committed([env])
+
+
+def _request_id(value: object) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidArgument(f"request_id must be a UUID (or its text), not {value!r}")

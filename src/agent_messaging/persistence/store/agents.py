@@ -13,7 +13,7 @@ from ...errors import AgentNotFound, AlreadyExists, OrganizationNotFound
 from ...models import AgentInfo, AgentStatus, Organization
 from .._rows import as_uuid, json_dict, to_json
 from ..database import Database, Row
-from ..writer import Statement
+from ..writer import NOTIFY_CHANNEL, Statement
 
 __all__ = ["AGENT_RESTARTS", "Agents", "Organizations", "agent_from_row", "new_id", "organization_from_row"]
 
@@ -189,6 +189,20 @@ class Agents:
             f"FROM {_AGENT_FROM} WHERE a.deregistered_at IS NULL{where} ORDER BY o.external_id, a.external_id",
             params,
         )
+
+    async def reactivate(self, external_id: str, notify_key_prefix: str, origin: str) -> uuid.UUID | None:
+        """Mark a ``failed`` live agent active again and NOTIFY its host (in one statement).
+
+        Returns its id, or None if no live agent with this external id is failed.
+        """
+        value = await self.db.fetch_val(
+            "WITH a AS (UPDATE agents SET status = 'active' WHERE external_id = $1 AND deregistered_at IS NULL "
+            "AND status = 'failed' RETURNING id), "
+            "n AS (SELECT pg_notify($2, $3 || '|' || $4 || a.id::text) FROM a) "
+            "SELECT a.id FROM a, (SELECT count(*) FROM n) AS notified",
+            [external_id, NOTIFY_CHANNEL, origin, notify_key_prefix],
+        )
+        return None if value is None else as_uuid(value)
 
     async def live_id(self, external_id: str) -> uuid.UUID:
         """The internal id of the live agent with this external id (``AgentNotFound``)."""

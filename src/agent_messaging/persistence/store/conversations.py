@@ -14,10 +14,12 @@ from ..database import Database, Row
 from ..writer import Statement, insert_statement
 
 __all__ = [
+    "CLAIM",
+    "CLOSE_REQUESTS",
     "END",
     "MESSAGE",
     "OPEN",
-    "REPLIED",
+    "REPLY",
     "TIMED_OUT",
     "UNREAD",
     "active_conversation",
@@ -40,36 +42,60 @@ END = Statement(
     "UPDATE conversations c SET status = 'ended', ended_at = now(), ended_by = u.ended_by "
     "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, ended_by) WHERE c.id = u.id AND c.status = 'active'",
 )
-#: A conversation message: the columns of ``messages.INSERT`` plus ``consumed`` (insert it already read).
-#: Its session is the request's (replies), else the pair's active one, else the candidate opened by an
-#: :data:`OPEN` row of the same unit; a reply to an already answered request is dropped (the first reply wins).
+_UNNEST_MESSAGE = (
+    "unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
+    "$9::text[], $10::timestamptz[], $11::bool[]) AS u(id, organization_id, kind, sender_id, recipient_id, "
+    "conversation_id, in_reply_to, payload, metadata, reply_deadline, consumed)"
+)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, "
+    "payload, metadata, reply_deadline, read_at) "
+)
+
+#: A request or chat line: the columns of ``messages.INSERT`` plus ``consumed`` (insert it already read). Its
+#: session is the pair's active one, else the candidate opened by an :data:`OPEN` row of the same unit.
 MESSAGE = Statement(
     "conversation.message",
     21,
-    "INSERT INTO messages (id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, "
-    "payload, metadata, reply_deadline, read_at) "
-    "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
-    "coalesce((SELECT q.conversation_id FROM messages q WHERE q.id = u.in_reply_to), "
-    "(SELECT c.id FROM conversations c WHERE c.agent_a = least(u.sender_id, u.recipient_id) "
+    _INSERT_MESSAGE + "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
+    "coalesce((SELECT c.id FROM conversations c WHERE c.agent_a = least(u.sender_id, u.recipient_id) "
     "AND c.agent_b = greatest(u.sender_id, u.recipient_id) AND c.status = 'active'), u.conversation_id), "
     "u.in_reply_to, u.payload::jsonb, u.metadata::jsonb, u.reply_deadline, CASE WHEN u.consumed THEN now() END "
-    "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
-    "$9::text[], $10::timestamptz[], $11::bool[]) AS u(id, organization_id, kind, sender_id, recipient_id, "
-    "conversation_id, in_reply_to, payload, metadata, reply_deadline, consumed) "
-    "WHERE u.in_reply_to IS NULL OR NOT EXISTS "
-    "(SELECT 1 FROM messages q WHERE q.id = u.in_reply_to AND q.replied_at IS NOT NULL) "
-    "ON CONFLICT (id) DO NOTHING",
+    f"FROM {_UNNEST_MESSAGE} ON CONFLICT (id) DO NOTHING",
+)
+#: Claim a request for a reply: (reply_id, request_id). It wins only if the request is neither answered by
+#: another reply nor closed with its conversation; the row lock serializes concurrent claims, so across any
+#: number of processes one reply wins. Returns the winning reply ids (a retried batch wins again: replied_by).
+CLAIM = Statement(
+    "conversation.claim",
+    22,
+    "UPDATE messages q SET replied_at = coalesce(q.replied_at, now()), replied_by = u.reply_id "
+    "FROM unnest($1::uuid[], $2::uuid[]) AS u(reply_id, request_id) "
+    "WHERE q.id = u.request_id AND q.kind = 'request' AND q.closed_at IS NULL "
+    "AND (q.replied_at IS NULL OR q.replied_by = u.reply_id) RETURNING u.reply_id AS key",
+    returning=True,
+)
+#: A reply (the columns of :data:`MESSAGE`), written only if its :data:`CLAIM` row of the same unit won; its
+#: session is the request's.
+REPLY = Statement(
+    "conversation.reply",
+    23,
+    _INSERT_MESSAGE + "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
+    "coalesce((SELECT q.conversation_id FROM messages q WHERE q.id = u.in_reply_to), u.conversation_id), "
+    "u.in_reply_to, u.payload::jsonb, u.metadata::jsonb, u.reply_deadline, CASE WHEN u.consumed THEN now() END "
+    f"FROM {_UNNEST_MESSAGE} JOIN {{requires}} c ON c.key = u.id ON CONFLICT (id) DO NOTHING",
+    requires=CLAIM,
 )
 #: Put a consumed reply back among its recipient's unread messages: (id,).
 UNREAD = Statement(
     "conversation.unread", 37, "UPDATE messages m SET read_at = NULL FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id"
 )
-#: A request got its reply: (id,).
-REPLIED = Statement(
-    "message.replied",
-    33,
-    "UPDATE messages m SET replied_at = coalesce(m.replied_at, now()) FROM unnest($1::uuid[]) AS u(id) "
-    "WHERE m.id = u.id",
+#: Close the open requests of ended conversations: (conversation_id,). No reply can land on them.
+CLOSE_REQUESTS = Statement(
+    "conversation.close_requests",
+    12,
+    "UPDATE messages m SET closed_at = now() FROM unnest($1::uuid[]) AS u(id) WHERE m.conversation_id = u.id "
+    "AND m.kind = 'request' AND m.replied_at IS NULL AND m.closed_at IS NULL",
 )
 #: A request's caller stopped waiting unanswered: (id,).
 TIMED_OUT = Statement(
@@ -93,10 +119,13 @@ async def active_conversation(db: Database, pair: tuple[uuid.UUID, uuid.UUID]) -
 async def oldest_open_request(
     db: Database, responder_id: uuid.UUID, waiting_id: uuid.UUID, skip: list[uuid.UUID]
 ) -> Row | None:
-    """The oldest unanswered request from ``waiting_id`` to ``responder_id`` (id, conversation_id), but ``skip``."""
+    """The oldest open request from ``waiting_id`` to ``responder_id`` (id, conversation_id), but ``skip``.
+
+    Open: neither answered nor closed, so it belongs to the pair's active conversation.
+    """
     return await db.fetch_row(
         "SELECT id, conversation_id FROM messages WHERE recipient_id = $1 AND sender_id = $2 AND kind = 'request' "
-        "AND replied_at IS NULL AND NOT (id = ANY($3::uuid[])) ORDER BY seq LIMIT 1",
+        "AND replied_at IS NULL AND closed_at IS NULL AND NOT (id = ANY($3::uuid[])) ORDER BY seq LIMIT 1",
         [responder_id, waiting_id, skip],
     )
 
@@ -104,25 +133,29 @@ async def oldest_open_request(
 async def request(db: Database, message_id: uuid.UUID) -> Row | None:
     """One message by id, with what ``reply(request_id=...)`` checks."""
     return await db.fetch_row(
-        "SELECT id, kind, sender_id, recipient_id, conversation_id, replied_at FROM messages WHERE id = $1",
+        "SELECT id, kind, sender_id, recipient_id, conversation_id, replied_at, closed_at FROM messages WHERE id = $1",
         [message_id],
     )
 
 
 _REPLIES_AND_ENDS = """
-SELECT m.in_reply_to AS request_id, m.id AS message_id, m.payload, m.read_at IS NULL AS unread, 'reply' AS what
-  FROM messages m WHERE m.in_reply_to = ANY($1::uuid[]) AND m.kind = 'reply'
+WITH r AS (
+    UPDATE messages m SET read_at = coalesce(m.read_at, now())
+     WHERE m.in_reply_to = ANY($1::uuid[]) AND m.kind = 'reply'
+    RETURNING m.in_reply_to, m.id, m.payload, m.metadata)
+SELECT r.in_reply_to AS request_id, r.id AS message_id, r.payload, r.metadata, 'reply' AS what FROM r
 UNION ALL
 SELECT q.id, c.id, (SELECT e.payload FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
-                    ORDER BY e.seq DESC LIMIT 1), false, 'end'
+                    ORDER BY e.seq DESC LIMIT 1), NULL, 'end'
   FROM messages q JOIN conversations c ON c.id = q.conversation_id
- WHERE q.id = ANY($1::uuid[]) AND c.status = 'ended' AND c.ended_at > q.created_at
+ WHERE q.id = ANY($1::uuid[]) AND q.closed_at IS NOT NULL AND c.status = 'ended'
 """
 
 
 async def replies_and_ends(db: Database, request_ids: list[uuid.UUID]) -> list[Row]:
-    """For pending requests: their replies ('reply': the reply's id and payload, unread or not) and the ends of
-    their conversations ('end': the conversation id and the ending message's payload)."""
+    """For pending requests: their replies ('reply': id, payload, metadata), marked read in the same statement
+    (the caller consumes them), and the ends of their conversations ('end': the conversation id and the
+    ending message's payload)."""
     return await db.fetch(_REPLIES_AND_ENDS, [request_ids])
 
 

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: Whether the runtime that wrote host row ``h`` is alive (its presence lock is held).
-_ALIVE = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+ALIVE = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND ((l.classid::bigint << 32) | l.objid::bigint) = h.runtime_key)"""
 
@@ -38,8 +38,8 @@ ON CONFLICT ({column}) DO UPDATE
         hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
     WHERE h.runtime_key = excluded.runtime_key OR NOT {alive}
 RETURNING {column} AS id"""
-_CLAIM_AGENTS = _CLAIM.format(table="agent_hosts", column="agent_id", alive=_ALIVE)
-_CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=_ALIVE)
+_CLAIM_AGENTS = _CLAIM.format(table="agent_hosts", column="agent_id", alive=ALIVE)
+_CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=ALIVE)
 
 #: Active meetings nobody alive runs, with one of ``$1`` (live agents' external ids) among their participants.
 _ORPHAN_MEETINGS = f"""
@@ -47,7 +47,7 @@ SELECT DISTINCT m.id FROM meetings m JOIN meeting_participants p ON p.meeting_id
 JOIN agents a ON a.id = p.agent_id AND a.external_id = ANY($1::text[]) AND a.deregistered_at IS NULL
 LEFT JOIN meeting_hosts h ON h.meeting_id = m.id
 WHERE m.status <> 'ended' AND p.status <> 'left'
-  AND (h.meeting_id IS NULL OR NOT {_ALIVE})"""
+  AND (h.meeting_id IS NULL OR NOT {ALIVE})"""
 
 #: The row that records a runtime as a new meeting's runner (written with the meeting's creation).
 MEETING_HOST = insert_statement(
@@ -88,7 +88,7 @@ RELEASE_AGENTS = "DELETE FROM agent_hosts WHERE runtime_key = $1"
 async def meeting_runner(db: Database, meeting_id: uuid.UUID) -> Row | None:
     """Which runtime runs an active meeting (and whether it is alive), or None."""
     return await db.fetch_row(
-        f"SELECT runtime_id, hostname, pid, {_ALIVE} AS alive FROM meeting_hosts h WHERE meeting_id = $1",
+        f"SELECT runtime_id, hostname, pid, {ALIVE} AS alive FROM meeting_hosts h WHERE meeting_id = $1",
         [meeting_id],
     )
 
@@ -98,7 +98,7 @@ async def hosts(db: Database, agent_ids: Sequence[uuid.UUID] | None = None) -> l
     where, params = ("", []) if agent_ids is None else ("WHERE h.agent_id = ANY($1::uuid[])", [list(agent_ids)])
     params_any: list[Any] = list(params)
     return await db.fetch(
-        f"SELECT h.agent_id, h.runtime_id, h.hostname, h.pid, h.claimed_at, {_ALIVE} "
+        f"SELECT h.agent_id, h.runtime_id, h.hostname, h.pid, h.claimed_at, {ALIVE} "
         f"AS alive FROM agent_hosts h {where}",
         params_any,
     )

@@ -21,6 +21,9 @@ from ..database import Database, Row
 from ..writer import Statement, insert_statement
 
 __all__ = [
+    "COMMAND",
+    "COMMAND_APPLIED",
+    "COMMAND_DONE",
     "CREATE",
     "EVENT",
     "PARTICIPANT",
@@ -36,8 +39,11 @@ __all__ = [
     "fetch_status",
     "list_meetings",
     "load_active",
+    "meetings_of",
     "participants_of",
+    "pending_commands",
     "status_of",
+    "with_pending_commands",
 ]
 
 Decode = Callable[[Any], Any]
@@ -90,6 +96,30 @@ STATE = Statement(
     "ended_at = CASE WHEN u.status = 'ended' THEN coalesce(m.ended_at, now()) ELSE m.ended_at END "
     "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[]) "
     "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq) WHERE m.id = u.id",
+)
+
+#: A command from another runtime: (id, meeting_id, op, agent_id, payload JSON, next_speaker, origin).
+COMMAND = insert_statement(
+    "meeting.command",
+    45,
+    "meeting_commands",
+    "id, meeting_id, op, agent_id, payload, next_speaker, origin",
+    "uuid, uuid, text, uuid, text, text, text",
+)
+#: The runner applied a command (written with the transition it caused): (id,).
+COMMAND_APPLIED = Statement(
+    "meeting.command_applied",
+    46,
+    "UPDATE meeting_commands c SET applied_at = coalesce(c.applied_at, now()) FROM unnest($1::uuid[]) AS u(id) "
+    "WHERE c.id = u.id",
+)
+#: A command's result is ready: (id, result JSON, error JSON).
+COMMAND_DONE = Statement(
+    "meeting.command_done",
+    47,
+    "UPDATE meeting_commands c SET done_at = coalesce(c.done_at, now()), applied_at = coalesce(c.applied_at, now()), "
+    "result = u.result::jsonb, error = u.error::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[]) "
+    "AS u(id, result, error) WHERE c.id = u.id AND c.done_at IS NULL",
 )
 
 # ---------------------------------------------------------------------------------------- reads
@@ -312,3 +342,46 @@ async def list_meetings(db: Database, active: bool | None) -> list[MeetingStatus
 async def count_active(db: Database) -> int:
     """How many meetings have not ended."""
     return int(await db.fetch_val("SELECT count(*) FROM meetings WHERE status <> 'ended'") or 0)
+
+
+async def pending_commands(db: Database, meeting_id: uuid.UUID) -> list[Row]:
+    """Commands of other runtimes to a meeting still without a result, in order (applied ones included)."""
+    return await db.fetch(
+        "SELECT c.id, c.op, a.external_id AS agent, c.payload::text AS payload, c.next_speaker, c.origin, "
+        "c.applied_at IS NOT NULL AS applied FROM meeting_commands c JOIN agents a ON a.id = c.agent_id "
+        "WHERE c.meeting_id = $1 AND c.done_at IS NULL ORDER BY c.seq",
+        [meeting_id],
+    )
+
+
+async def with_pending_commands(db: Database, meeting_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``meeting_ids`` with commands not applied yet (one query)."""
+    if not meeting_ids:
+        return set()
+    rows = await db.fetch(
+        "SELECT DISTINCT meeting_id FROM meeting_commands WHERE meeting_id = ANY($1::uuid[]) "
+        "AND done_at IS NULL AND applied_at IS NULL",
+        [meeting_ids],
+    )
+    return {as_uuid(r["meeting_id"]) for r in rows}
+
+
+async def command_result(db: Database, command_id: uuid.UUID, alive: str) -> Row | None:
+    """A command's result (``done``, ``result`` and ``error`` as JSON text), its meeting's state, and whether a
+    live runtime runs the meeting (``alive`` is the liveness expression of ``store.hosts``)."""
+    return await db.fetch_row(
+        "SELECT c.done_at IS NOT NULL AS done, c.result::text AS result, c.error::text AS error, m.status, "
+        f"EXISTS (SELECT 1 FROM meeting_hosts h WHERE h.meeting_id = m.id AND {alive}) AS runner_alive "
+        "FROM meeting_commands c JOIN meetings m ON m.id = c.meeting_id WHERE c.id = $1",
+        [command_id],
+    )
+
+
+async def meetings_of(db: Database, agents: list[str]) -> list[Row]:
+    """Active meetings in which these agents (external ids) take part and have not left: (meeting_id, agent)."""
+    return await db.fetch(
+        "SELECT p.meeting_id, a.external_id AS agent FROM meeting_participants p "
+        "JOIN agents a ON a.id = p.agent_id AND a.external_id = ANY($1::text[]) "
+        "JOIN meetings m ON m.id = p.meeting_id AND m.status <> 'ended' WHERE p.status <> 'left' AND p.position > 0",
+        [agents],
+    )
