@@ -10,8 +10,8 @@ It owns the root of the supervision tree and builds every part in one place::
     ├── calls                  reply slots, remote-reply watches, expiry of old requests
     ├── agents (supervisor)    one agent actor per hosted agent
     ├── meeting events         the event dispatcher (one worker per handler)
-    ├── participants           hosted meeting participants
-    └── meetings (supervisor)  one meeting actor per meeting run here
+    ├── meetings (supervisor)  one meeting actor per meeting run here
+    └── participants           hosted meeting participants, wherever their meetings run
 
 Its lifecycle is an explicit state machine; entering twice or using it closed
 raises ``LifecycleError``.
@@ -219,8 +219,11 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         host: AgentHost[T] = AgentHost(services, registry, calls, bind=self._bind)
         events = EventDispatcher(registry)
         runners: MeetingRunners[T] = MeetingRunners(services, registry, events.publish)
-        participants: HostedParticipants[T] = HostedParticipants(registry, services.codec, runners.submit)
-        runners.on_started.append(participants.attend)
+        meetings: Meetings[T] = Meetings(services, registry, runners)
+        participants: HostedParticipants[T] = HostedParticipants(services, registry, host.takes_turns)
+        participants.submit = meetings.command
+        host.on_turns_taken = participants.turns_taken
+        runners.on_started.append(participants.attend_local)
         parts = Internals(
             database=db,
             services=services,
@@ -232,7 +235,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             participants=participants,
             one_way=OneWay(services, host),
             conversation=Conversations(services, host, calls),
-            meeting=Meetings(services, registry, runners),
+            meeting=meetings,
         )
         self._parts = parts
         return parts
@@ -244,8 +247,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         await tg.start(parts.calls.run)
         await tg.start(parts.host.run)
         await tg.start(parts.events.run)
-        await tg.start(parts.participants.run)
         await tg.start(parts.runners.run)
+        await tg.start(parts.participants.run)
 
     async def _stop(self, tg: anyio.abc.TaskGroup, parts: Internals[T]) -> None:
         """Stop intake, let running handlers finish within the grace period, then cancel the rest."""
@@ -324,6 +327,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         def decorate(fn: TurnHandler) -> TurnHandler:
             for name in names:
                 self._registry.turn_handlers[name] = fn
+                if self._state is RuntimeState.OPEN and self._parts is not None and name not in self._registry.hosts:
+                    self._parts.host.host_soon(HostSpec(agent=name, turns_only=True))
             return fn
 
         return decorate

@@ -16,7 +16,7 @@ message (retries, dead letters, replies) is the agent actor's
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import anyio
@@ -55,6 +55,10 @@ class AgentHost(Generic[T]):
         self.by_id: dict[uuid.UUID, HostedAgent[T]] = {}
         self.waiting: dict[str, HostSpec] = {}
         self.standby: dict[str, tuple[HostSpec, AgentInfo]] = {}
+        self.turn_owned: set[str] = set()
+        """Agents whose meeting turns (only) are taken here (``register_turn_handler`` without hosting)."""
+        self.on_turns_taken: Callable[[list[str]], None] | None = None
+        """Called with the agents whose meeting turns this runtime has just started to take."""
         self._pending: list[HostSpec] = []
         self._sweeping = False
         cfg = services.config
@@ -76,7 +80,7 @@ class AgentHost(Generic[T]):
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await tg.start(self.supervisor.run)
-                await self.host_many(list(self.registry.hosts.values()))
+                await self.host_many(self.registry.specs())
                 task_status.started()
         finally:
             self._tg = None
@@ -111,7 +115,7 @@ class AgentHost(Generic[T]):
         An agent not registered yet waits for ``register_agent``; one hosted by another
         live runtime stays on standby here until that runtime goes away.
         """
-        specs = [spec for spec in specs if spec.agent not in self.hosted]
+        specs = [spec for spec in specs if spec.agent not in self.hosted and spec.agent not in self.turn_owned]
         if not specs:
             return
         found = await self.services.directory.agents.get_many([spec.agent for spec in specs])
@@ -126,7 +130,7 @@ class AgentHost(Generic[T]):
             self.services.directory.remember(agent)
             self.waiting.pop(spec.agent, None)
             ready.append((spec, agent))
-        claimed = await self.presence.claim([agent.id for _spec, agent in ready])
+        claimed = await self._claim(ready)
         restarts = await self.services.directory.agents.restart_counts(list(claimed))
         started: list[HostedAgent[T]] = []
         for spec, agent in ready:
@@ -135,7 +139,10 @@ class AgentHost(Generic[T]):
                 log.info("agent.hosted_elsewhere", agent=spec.agent)
                 continue
             self.standby.pop(spec.agent, None)
-            started.append(await self._start_actor(spec, agent, restarts.get(agent.id, 0), catch_up=False))
+            hosted = await self._start_actor(spec, agent, restarts.get(agent.id, 0), catch_up=False)
+            if hosted is not None:
+                started.append(hosted)
+        self._turns_taken([spec.agent for spec, agent in ready if agent.id in claimed])
         if started:
             with_news = await self._with_unread(started)
             for hosted in started:
@@ -144,13 +151,31 @@ class AgentHost(Generic[T]):
                 else:  # nothing unread, nothing arrived meanwhile: deliveries may go straight in
                     hosted.catching_up = False
 
+    async def _claim(self, pairs: list[tuple[HostSpec, AgentInfo]]) -> set[uuid.UUID]:
+        """Claim these agents for this runtime, recording which of them it takes the meeting turns of."""
+        turns = [self.registry.has_turn_handler(spec.agent) for spec, _agent in pairs]
+        return await self.presence.claim([agent.id for _spec, agent in pairs], turns)
+
+    def _turns_taken(self, agents: list[str]) -> None:
+        taken = [name for name in agents if self.takes_turns(name)]
+        if taken and self.on_turns_taken is not None:
+            self.on_turns_taken(taken)
+
+    def takes_turns(self, agent: str) -> bool:
+        """Whether this runtime takes ``agent``'s meeting turns (it has a turn handler for it and owns it)."""
+        return self.registry.has_turn_handler(agent) and (agent in self.hosted or agent in self.turn_owned)
+
     async def _with_unread(self, agents: list[HostedAgent[T]]) -> set[uuid.UUID]:
         """The ids of those of ``agents`` with unread messages in the database (one query)."""
         return await store.with_unread(self.services.db, [hosted.agent.id for hosted in agents])
 
     async def _start_actor(
         self, spec: HostSpec, agent: AgentInfo, restarts: int = 0, *, catch_up: bool = True
-    ) -> HostedAgent[T]:
+    ) -> HostedAgent[T] | None:
+        if spec.turns_only:
+            self.turn_owned.add(spec.agent)
+            log.info("agent.turns_taken_here", agent=spec.agent)
+            return None
         hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
@@ -258,12 +283,13 @@ class AgentHost(Generic[T]):
             await self.presence.ensure_alive()
             if self.standby:
                 wanted = {agent.id: (spec, agent) for spec, agent in self.standby.values()}
-                for agent_id in await self.presence.claim(list(wanted)):
+                for agent_id in await self._claim(list(wanted.values())):
                     spec, agent = wanted[agent_id]
                     self.standby.pop(spec.agent, None)
                     log.info("agent.taken_over", agent=spec.agent)
                     restarts = await self.services.directory.agents.restart_counts([agent.id])
                     await self._start_actor(spec, agent, restarts.get(agent.id, 0))
+                    self._turns_taken([spec.agent])
             if self.waiting:  # registered by another process meanwhile?
                 await self.host_many(list(self.waiting.values()))
         except Exception as exc:  # the next sweep tries again

@@ -35,6 +35,8 @@ class HostSpec:
     agent_class: type[Agent[Any]] | None = None
     instance: Agent[Any] | None = None
     restart: RestartType = RestartType.PERMANENT
+    turns_only: bool = False
+    """Only its meeting turns are taken here (``register_turn_handler``): no handler for its messages."""
 
     def make(self) -> Agent[Any]:
         """The ``Agent`` instance for a (re)start of this agent (a function is wrapped in one)."""
@@ -54,6 +56,15 @@ class Registry(Generic[T]):
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     turn_handlers: dict[str, TurnHandler] = field(default_factory=dict)
     event_handlers: dict[MeetingEventType | None, list[EventHandler]] = field(default_factory=dict)
+
+    def specs(self) -> list[HostSpec]:
+        """What to host: every hosted agent, plus a turns-only spec for agents that only have a turn handler."""
+        turns_only = [HostSpec(agent=name, turns_only=True) for name in self.turn_handlers if name not in self.hosts]
+        return [*self.hosts.values(), *turns_only]
+
+    def turn_agents(self) -> list[str]:
+        """The agents whose meeting turns a handler here takes."""
+        return [name for name in {*self.turn_handlers, *self.hosts} if self.has_turn_handler(name)]
 
     def has_turn_handler(self, agent: str) -> bool:
         """Whether ``agent``'s meeting turns are taken here (without building its class)."""

@@ -93,9 +93,11 @@ class Presence:
         """This runtime as a host row records it: (lock key, runtime id, hostname, pid)."""
         return (self.key, self.runtime_id, self.hostname, self.pid)
 
-    async def claim(self, agent_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Claim these agents for this runtime; returns the ones it now hosts."""
-        return await hosts.claim_agents(self.db, agent_ids, self.owner)
+    async def claim(self, agent_ids: Sequence[uuid.UUID], turns: Sequence[bool] | None = None) -> set[uuid.UUID]:
+        """Claim these agents for this runtime (``turns``: whether it takes each one's meeting turns);
+        returns the ones it now hosts."""
+        takes = list(turns) if turns is not None else [False] * len(agent_ids)
+        return await hosts.claim_agents(self.db, agent_ids, takes, self.owner)
 
     async def claim_meetings(self, meeting_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Claim these meetings for this runtime (unowned, or their runtime died); returns the ones it now runs."""

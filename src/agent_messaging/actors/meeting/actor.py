@@ -46,12 +46,13 @@ from ...errors import (
     TurnTimedOut,
 )
 from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
-from ...persistence._rows import to_json
+from ...persistence._rows import as_uuid, to_json
 from ...persistence.store import meetings as store
 from ...persistence.writer import Write
 from ...runtime.actor import Actor, ActorRef
 from ..services import Services
-from .types import Command, MeetingSnapshot, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
+from .remote import Poll, RemoteSlot, flush
+from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
 __all__ = ["MeetingActor", "MeetingHandle"]
 
@@ -84,18 +85,27 @@ class MeetingHandle(Generic[T]):
         self.first: MeetingSnapshot[T] | None = first
         self.seats: dict[str, Seat[T]] = {s.agent: s for s in first.seats}
         self.actor: MeetingActor[T] | None = None
-        self.ref: ActorRef[Command[T]] | None = None
+        self.ref: ActorRef[Command[T] | Poll] | None = None
+        self.remote_seen: set[UUID] = set()
+        """Commands of other runtimes this runtime has taken (their callers wait in ``seats``)."""
+        self.outbox: list[RemoteSlot] = []
+        """Results for callers in other runtimes, not written yet."""
 
-    def fail_waiters(self, error: BaseException) -> None:
-        """Wake every caller still waiting in this meeting with ``error``."""
+    def fail_waiters(self, error: BaseException, *, remote: bool = True) -> None:
+        """Wake every caller still waiting in this meeting with ``error`` (``remote=False``: only the callers in
+        this runtime; those in others keep waiting on their command rows for the next runner)."""
+        def fails(waiter: TurnSlot | None) -> bool:
+            return waiter is not None and (remote or not isinstance(waiter, RemoteSlot))
+
         for seat in self.seats.values():
             for waiter in [seat.waiter, *seat.leaving]:
-                if waiter is not None:
+                if waiter is not None and fails(waiter):
                     waiter.fail(error)
-            seat.waiter, seat.leaving = None, []
+            seat.waiter = None if fails(seat.waiter) else seat.waiter
+            seat.leaving = [w for w in seat.leaving if not fails(w)]
 
 
-class MeetingActor(Actor[Command[T]]):
+class MeetingActor(Actor[Command[T] | Poll]):
     """Serializes one meeting's turns; made by the meeting supervisor for a :class:`MeetingHandle`."""
 
     def __init__(
@@ -114,6 +124,7 @@ class MeetingActor(Actor[Command[T]]):
         self.selector = handle.selector
         self._publish = publish
         self._payloads: dict[int, str] = {}  # JSON text of the payloads of the events being planned, by seq
+        self._applying: UUID | None = None  # the command of another runtime being applied, until marked
         self._load(handle.first or MeetingSnapshot(seats=list(handle.seats.values()), turn_duration=None))
 
     def _load(self, snap: MeetingSnapshot[T]) -> None:
@@ -133,43 +144,128 @@ class MeetingActor(Actor[Command[T]]):
     async def on_start(self) -> None:
         """Start from the new or recovered state, or (after a crash) reload the committed one."""
         handle = self.handle
-        if handle.first is not None:
-            handle.first = None
-        else:
-            rows = await store.load_active(self.services.db, self.services.codec.decode, [self.id])
-            if not rows:
-                handle.fail_waiters(MeetingEnded(self.id))
-                self.stop_self()
-                return
-            previous = handle.seats
-            self._load(snapshot_of(rows[0]))
-            for seat in self.rotation:  # the callers waiting in the crashed instance wait here now
-                old = previous.get(seat.agent)
-                if old is not None:
-                    seat.waiter, seat.leaving = old.waiter, old.leaving
-            log.info("meeting.reloaded", meeting=str(self.id), turn=self.turn_number)
-            if self.state is MeetingState.ACTIVE and self.floor_holder is not None:
-                self._deliver(self.seats[self.floor_holder])
+        first, handle.first = handle.first, None
+        if first is not None:
+            handle.seats = self.seats
+            handle.actor = self
+            if not first.fresh:  # recovered: commands of other runtimes may be waiting
+                await self._take_remote()
+                await flush(self.services, handle.outbox)
+            return
+        rows = await store.load_active(self.services.db, self.services.codec.decode, [self.id])
+        if not rows:
+            handle.fail_waiters(MeetingEnded(self.id))
+            self.stop_self()
+            return
+        previous = handle.seats
+        self._load(snapshot_of(rows[0]))
+        for seat in self.rotation:  # the callers waiting in the crashed instance wait here now
+            old = previous.get(seat.agent)
+            if old is not None:
+                seat.waiter, seat.leaving = old.waiter, old.leaving
+        log.info("meeting.reloaded", meeting=str(self.id), turn=self.turn_number)
+        if self.state is MeetingState.ACTIVE and self.floor_holder is not None:
+            self._deliver(self.seats[self.floor_holder])
         handle.seats = self.seats
         handle.actor = self
+        await self._take_remote()
+        await flush(self.services, handle.outbox)
 
     async def on_stop(self) -> None:
-        """The meeting ended (its callers already have their last turns) or the runtime is closing."""
+        """The meeting ended (its callers already have their last turns) or the runtime is closing.
+
+        Callers in other runtimes are not failed when the runtime closes: the next runner serves them.
+        """
         if self.state is not MeetingState.ENDED:
-            self.handle.fail_waiters(ActorStopped(f"meeting {self.id}", "stopped (the runtime is closing)"))
+            self.handle.fail_waiters(
+                ActorStopped(f"meeting {self.id}", "stopped (the runtime is closing)"), remote=False
+            )
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.stop_timeout):
+            await flush(self.services, self.handle.outbox)
         self._stopped(self.handle)
 
-    async def on_receive(self, message: Command[T]) -> TurnSlot:
-        """Handle one command; its caller waits on the returned slot (errors go back to the caller)."""
-        if self.state is MeetingState.ENDED:
-            raise MeetingEnded(self.id)
-        handler = getattr(self, "_on_" + message.op.value)
-        await handler(message, self.seats[message.agent])
-        return message.slot
+    async def on_receive(self, message: Command[T] | Poll) -> TurnSlot | None:
+        """Handle one command; its caller waits on the returned slot (errors go back to the caller).
+
+        A :class:`~.remote.Poll` makes it take the commands other runtimes wrote for it.
+        """
+        try:
+            if isinstance(message, Poll):
+                await self._take_remote()
+                return None
+            if self.state is MeetingState.ENDED:
+                raise MeetingEnded(self.id)
+            await self._run(message, self.seats[message.agent])
+            return message.slot
+        finally:
+            await flush(self.services, self.handle.outbox)
 
     async def on_timeout(self) -> None:
         """The floor holder's turn ran out."""
         await self._time_out()
+        await flush(self.services, self.handle.outbox)
+
+    async def _run(self, command: Command[T], seat: Seat[T]) -> None:
+        handler = getattr(self, "_on_" + command.op.value)
+        await handler(command, seat)
+
+    # ------------------------------------------------------------ other runtimes
+
+    async def _take_remote(self) -> None:
+        """Take the commands other runtimes wrote for this meeting: apply the new ones, wait out the applied."""
+        handle = self.handle
+        rows = await store.pending_commands(self.services.db, self.id)
+        for row in rows:
+            command_id = as_uuid(row["id"])
+            if command_id in handle.remote_seen:
+                continue
+            handle.remote_seen.add(command_id)
+            slot = RemoteSlot(command_id, handle.outbox)
+            seat = self.seats.get(row["agent"])
+            if seat is None or self.state is MeetingState.ENDED:
+                slot.fail(
+                    MeetingEnded(self.id)
+                    if seat is not None
+                    else InvalidOperation(f"agent {row['agent']!r} is not a participant of meeting {self.id}")
+                )
+                continue
+            payload = row["payload"]
+            command: Command[T] = Command(
+                Op(row["op"]),
+                seat.agent,
+                None if payload is None else self.services.codec.decode(payload),
+                payload,
+                row["next_speaker"],
+                slot,
+            )
+            if row["applied"]:
+                self._reattach(command, seat)
+                continue
+            self._applying = command_id
+            try:
+                await self._run(command, seat)
+            except AgentMessagingError as exc:
+                slot.fail(exc)
+            except Exception as exc:  # the caller gets a typed error; the meeting goes on
+                log.exception("meeting.command_failed", meeting=str(self.id), op=command.op.value)
+                slot.fail(exc)
+            marked, self._applying = self._applying is None, None
+            if not marked and not slot.done:  # applied without a transition (an attend, a queued leave)
+                await self.services.writer.write([Write(store.COMMAND_APPLIED, (command_id,))])
+
+    def _reattach(self, command: Command[T], seat: Seat[T]) -> None:
+        """A command applied by an earlier runner: its caller waits here now."""
+        if command.op is Op.LEAVE:
+            if seat.status is ParticipantStatus.LEFT:
+                command.slot.resolve(self._turn(seat, left=True))
+            else:
+                seat.leaving.append(command.slot)
+        elif command.op is Op.END:
+            command.slot.resolve(None)
+        else:
+            self._replace_waiter(seat, command.slot)
+            if self.state is MeetingState.ACTIVE and self.floor_holder == seat.agent:
+                self._deliver(seat)
 
     def status(self) -> MeetingStatus:
         """A snapshot of the meeting as this actor holds it."""
@@ -277,6 +373,7 @@ class MeetingActor(Actor[Command[T]]):
             s.waiter, s.leaving = None, []
         command.slot.resolve(None)
         log.info("meeting.ended", meeting=str(self.id), turns=self.turn_number)
+        await self._take_remote()  # commands still on their way get MeetingEnded
         self.stop_self()
 
     # --------------------------------------------------------------- transitions
@@ -410,6 +507,9 @@ class MeetingActor(Actor[Command[T]]):
             for e in events
         ]
         writes += [Write(store.PARTICIPANT_STATE, (self.id, s.agent_id, st.value, s.seen_seq)) for s, st in changes]
+        applying, self._applying = self._applying, None
+        if applying is not None:  # the command of another runtime commits with the transition it causes
+            writes.append(Write(store.COMMAND_APPLIED, (applying,)))
         if state:
             status = MeetingState.ENDED if ended else MeetingState.ACTIVE
             last = events[-1].seq if events else self.seq

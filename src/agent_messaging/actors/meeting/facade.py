@@ -15,7 +15,9 @@ owns all three.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -32,7 +34,7 @@ from ...errors import (
     MeetingNotFound,
     NotHost,
 )
-from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
+from ...models import AgentInfo, MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
 from ...persistence._rows import to_json
 from ...persistence.store import hosts, meetings as store
 from ...persistence.store.agents import new_id
@@ -40,6 +42,7 @@ from ...persistence.writer import Write
 from ..registry import Registry
 from ..services import Services
 from .actor import MeetingHandle
+from .remote import RemoteCaller, turns_key
 from .runners import MeetingRunners
 from .types import Command, MeetingSnapshot, Op, Seat, Selector
 
@@ -48,6 +51,18 @@ __all__ = ["Meetings"]
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.meeting")
 _DEFAULT: Any = object()
+_KNOWN_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class _Target(Generic[T]):
+    """A meeting as a call sees it: what never changes about it, and its actor if it is run here."""
+
+    id: UUID
+    host: str
+    organization_id: UUID
+    seats: frozenset[str]
+    handle: MeetingHandle[T] | None = None
 
 
 class Meetings(Generic[T]):
@@ -63,6 +78,8 @@ class Meetings(Generic[T]):
         self.services = services
         self.registry = registry
         self.runners = runners
+        self.remote: RemoteCaller[T] = RemoteCaller(services, self._take_over)
+        self._elsewhere: OrderedDict[UUID, _Target[T]] = OrderedDict()  # meetings run by other runtimes
 
     def _require(self) -> None:
         if not self.runners.running:
@@ -116,10 +133,12 @@ class Meetings(Generic[T]):
         directory.same_organization(host_agent, agents)
 
         meeting_id = new_id()
+        # participants whose turns a live runtime takes (this one or another) attend by themselves
+        takers = await hosts.turn_takers(self.services.db, [agent.id for agent in agents])
+        takers |= {agent.id for agent in agents if self.registry.has_turn_handler(agent.external_id)}
         seats = [Seat[T](host_name, host_agent.id, 0, ParticipantStatus.PRESENT)]
         for position, agent in enumerate(agents, 1):
-            hosted = self.registry.has_turn_handler(agent.external_id)
-            status = ParticipantStatus.PRESENT if hosted else ParticipantStatus.INVITED
+            status = ParticipantStatus.PRESENT if agent.id in takers else ParticipantStatus.INVITED
             seats.append(Seat[T](agent.external_id, agent.id, position, status))
         joined = [s for s in seats if s.status is ParticipantStatus.PRESENT]
         now = _now()
@@ -160,8 +179,9 @@ class Meetings(Generic[T]):
                 for s, e in zip(joined, events, strict=True)
             ),
         ]
-        await self.services.writer.write(writes)
-        snapshot = MeetingSnapshot(seats=seats, turn_duration=duration, seq=len(events), history=events)
+        awaited = [turns_key(meeting_id, a.external_id) for a in agents if a.id in takers]
+        await self.services.writer.write(writes, notify=awaited)
+        snapshot = MeetingSnapshot(seats=seats, turn_duration=duration, seq=len(events), history=events, fresh=True)
         handle = MeetingHandle(meeting_id, host_agent.organization_id, host_name, selector, snapshot)
         await self.runners.spawn(handle)
         self.runners.publish(events)
@@ -178,8 +198,8 @@ class Meetings(Generic[T]):
         ``left=True``. After a restart, attending again gives the floor holder
         its turn back at once.
         """
-        handle, name = await self._participant(agent, meeting_id)
-        return await self._submit(handle, Command(Op.ATTEND, name))
+        target, who = await self._participant(agent, meeting_id)
+        return await self._turn(target, who, Command(Op.ATTEND, who.external_id))
 
     async def start_meeting(
         self, host: str, meeting_id: UUID | str, message: T, *, next_speaker: str | None = None
@@ -190,12 +210,12 @@ class Meetings(Generic[T]):
         absent). The floor goes to ``next_speaker`` or the next by the policy.
         Host only (``NotHost``).
         """
-        handle, name = await self._participant(host, meeting_id)
-        if name != handle.host:
-            raise NotHost(name, handle.id, "start the meeting")
+        target, who = await self._participant(host, meeting_id)
+        if who.external_id != target.host:
+            raise NotHost(who.external_id, target.id, "start the meeting")
         value, text = self.services.codec.prepare(message, "opening message")
         nxt = self._next(next_speaker)
-        return await self._submit(handle, Command(Op.START, name, value, text, nxt))
+        return await self._turn(target, who, Command(Op.START, who.external_id, value, text, nxt))
 
     async def speak(
         self, agent: str, meeting_id: UUID | str, message: T, *, next_speaker: str | None = None
@@ -207,15 +227,15 @@ class Meetings(Generic[T]):
         wait for the next one), ``InvalidArgument`` if ``next_speaker`` is not
         a present participant.
         """
-        handle, name = await self._participant(agent, meeting_id)
+        target, who = await self._participant(agent, meeting_id)
         value, text = self.services.codec.prepare(message)
         nxt = self._next(next_speaker)
-        return await self._submit(handle, Command(Op.SPEAK, name, value, text, nxt))
+        return await self._turn(target, who, Command(Op.SPEAK, who.external_id, value, text, nxt))
 
     async def pass_turn(self, agent: str, meeting_id: UUID | str) -> Turn[T]:
         """Give up the floor without speaking, and wait for ``agent``'s next turn (errors as :meth:`speak`)."""
-        handle, name = await self._participant(agent, meeting_id)
-        return await self._submit(handle, Command(Op.PASS, name))
+        target, who = await self._participant(agent, meeting_id)
+        return await self._turn(target, who, Command(Op.PASS, who.external_id))
 
     # ----------------------------------------------------------- leaving, ending
 
@@ -226,18 +246,18 @@ class Meetings(Generic[T]):
         started, else when the current turn ends; returns once the leave is
         committed. ``agent``'s blocked call, if any, returns with ``left=True``.
         """
-        handle, name = await self._participant(agent, meeting_id)
-        if name == handle.host:
-            raise InvalidOperation(f"the host {name!r} cannot leave meeting {handle.id}; end it instead")
-        await self.runners.submit(handle, Command(Op.LEAVE, name))
+        target, who = await self._participant(agent, meeting_id)
+        if who.external_id == target.host:
+            raise InvalidOperation(f"the host {who.external_id!r} cannot leave meeting {target.id}; end it instead")
+        await self._command(target, who, Command(Op.LEAVE, who.external_id))
 
     async def end_meeting(self, host: str, meeting_id: UUID | str, *, message: T | None = None) -> None:
         """End the meeting (host only: ``NotHost``); every blocked participant wakes with ``ended=True``."""
-        handle, name = await self._participant(host, meeting_id)
-        if name != handle.host:
-            raise NotHost(name, handle.id, "end the meeting")
+        target, who = await self._participant(host, meeting_id)
+        if who.external_id != target.host:
+            raise NotHost(who.external_id, target.id, "end the meeting")
         value, text = (None, None) if message is None else self.services.codec.prepare(message, "ending message")
-        await self.runners.submit(handle, Command(Op.END, name, value, text))
+        await self._command(target, who, Command(Op.END, who.external_id, value, text))
 
     # ------------------------------------------------------------------- reads
 
@@ -273,44 +293,68 @@ class Meetings(Generic[T]):
 
     # ----------------------------------------------------------------- helpers
 
-    async def _handle(self, meeting_id: UUID | str) -> MeetingHandle[T]:
+    async def _target(self, meeting_id: UUID | str) -> _Target[T]:
+        """The meeting, run here (its handle) or elsewhere; an orphan (nobody alive runs it) is taken over."""
         mid = _meeting_id(meeting_id)
         handle = self.runners.handles.get(mid)
         if handle is not None:
-            return handle
+            return _Target(mid, handle.host, handle.organization_id, frozenset(handle.seats), handle)
+        known = self._elsewhere.get(mid)
+        if known is not None:
+            return known
         self._require()
-        state = await store.fetch_state(self.services.db, mid)
-        if state is None:
+        meeting = await store.fetch_meeting(self.services.db, mid)
+        if meeting is None:
             raise MeetingNotFound(mid)
-        if state is MeetingState.ENDED:
+        if meeting.state is MeetingState.ENDED:
             raise MeetingEnded(mid)
-        # nobody alive runs it (its runtime stopped or died): this runtime takes it over
-        await self.runners.take_over([mid])
-        handle = self.runners.handles.get(mid)
-        if handle is not None:
-            return handle
-        runner = await hosts.meeting_runner(self.services.db, mid)
-        where = f"{runner['hostname']} pid {runner['pid']}" if runner else "another runtime"
-        raise InvalidOperation(f"meeting {mid} is run by another runtime ({where}); call it there")
+        if await self._take_over(mid):
+            return await self._target(mid)
+        seats = frozenset(s.agent for s in meeting.seats)
+        target: _Target[T] = _Target(mid, meeting.host, meeting.organization_id, seats)
+        self._elsewhere[mid] = target  # who takes part never changes: remember it
+        if len(self._elsewhere) > _KNOWN_LIMIT:
+            self._elsewhere.popitem(last=False)
+        return target
 
-    async def _participant(self, agent: str, meeting_id: UUID | str) -> tuple[MeetingHandle[T], str]:
+    async def _take_over(self, meeting_id: UUID) -> bool:
+        """Run the meeting here if nobody alive runs it (its runtime stopped or died); whether it is run here."""
+        await self.runners.take_over([meeting_id])
+        return meeting_id in self.runners.handles
+
+    async def _participant(self, agent: str, meeting_id: UUID | str) -> tuple[_Target[T], AgentInfo]:
         name = check_id(agent, "agent")
-        handle = await self._handle(meeting_id)
+        target = await self._target(meeting_id)
         found = await self.services.directory.get(name)
-        if name not in handle.seats:
-            if found.organization_id != handle.organization_id:
-                raise CrossOrganization(name, handle.host)
-            raise InvalidOperation(f"agent {name!r} is not a participant of meeting {handle.id}")
-        return handle, name
+        if name not in target.seats:
+            if found.organization_id != target.organization_id:
+                raise CrossOrganization(name, target.host)
+            raise InvalidOperation(f"agent {name!r} is not a participant of meeting {target.id}")
+        return target, found
 
     @staticmethod
     def _next(next_speaker: str | None) -> str | None:
         return None if next_speaker is None else check_id(next_speaker, "next_speaker")
 
-    async def _submit(self, handle: MeetingHandle[T], command: Command[T]) -> Turn[T]:
-        turn = await self.runners.submit(handle, command)
+    async def _command(self, target: _Target[T], agent: AgentInfo, command: Command[T]) -> Turn[T] | None:
+        """Hand ``command`` to the meeting's actor, here or (through the database) in another runtime."""
+        try:
+            if target.handle is not None:
+                return await self.runners.submit(target.handle, command)
+            return await self.remote.submit(target.id, agent, command)
+        except MeetingEnded:
+            self._elsewhere.pop(target.id, None)
+            raise
+
+    async def _turn(self, target: _Target[T], agent: AgentInfo, command: Command[T]) -> Turn[T]:
+        turn = await self._command(target, agent, command)
         assert turn is not None
         return turn
+
+    async def command(self, meeting_id: UUID, command: Command[T]) -> Turn[T] | None:
+        """Run a command for a participant whose turns this runtime takes, wherever the meeting is run."""
+        target, who = await self._participant(command.agent, meeting_id)
+        return await self._command(target, who, command)
 
 
 def _meeting_id(value: UUID | str) -> UUID:

@@ -15,6 +15,7 @@ part; any other orphan is taken over by the runtime of the next caller.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -23,13 +24,14 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from ...errors import ActorStopped, MeetingEnded
+from ...errors import ActorStopped, MailboxFull, MeetingEnded
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
 from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
 from ..registry import Registry
 from ..services import Services
 from .actor import MeetingActor, MeetingHandle
+from .remote import POLL, Poll, flush
 from .types import Command, snapshot_of
 
 __all__ = ["MeetingRunners"]
@@ -92,7 +94,7 @@ class MeetingRunners(Generic[T]):
         def factory() -> MeetingActor[T]:
             return MeetingActor(self.services, handle, self.publish, self._stopped)
 
-        child = ChildSpec(
+        child: ChildSpec[Command[T] | Poll] = ChildSpec(
             name=str(handle.id),
             factory=factory,
             restart=RestartType.TRANSIENT,
@@ -116,6 +118,8 @@ class MeetingRunners(Generic[T]):
         if handle is not None:
             log.error("meeting.gave_up", meeting=name, error=repr(exc))
             handle.fail_waiters(exc)
+            if handle.outbox and self._tg is not None:
+                self._tg.start_soon(flush, self.services, handle.outbox)
 
     async def submit(self, handle: MeetingHandle[T], command: Command[T]) -> Turn[T] | None:
         """Hand ``command`` to the meeting's actor and wait for its result (``MeetingEnded`` once it ended)."""
@@ -124,6 +128,7 @@ class MeetingRunners(Generic[T]):
             raise MeetingEnded(handle.id)
         try:
             slot = await ref.ask(command)
+            assert slot is not None
         except ActorStopped:
             actor = handle.actor
             if actor is not None and actor.state is MeetingState.ENDED:
@@ -134,13 +139,33 @@ class MeetingRunners(Generic[T]):
     # ------------------------------------------------------------------ takeover
 
     def _on_news(self, keys: list[str] | None) -> None:
-        if keys is None and not self._sweeping and self._tg is not None:
-            self._sweeping = True
-            self._tg.start_soon(self._sweep)
+        if keys is None:
+            if not self._sweeping and self._tg is not None:
+                self._sweeping = True
+                self._tg.start_soon(self._sweep)
+            return
+        for key in keys:
+            if key.startswith("m:"):
+                try:
+                    handle = self.handles.get(UUID(key[2:]))
+                except ValueError:
+                    continue
+                if handle is not None:
+                    self.poll(handle)
+
+    def poll(self, handle: MeetingHandle[T]) -> None:
+        """Have the meeting's actor take the commands other runtimes wrote for it."""
+        if handle.ref is not None:
+            with contextlib.suppress(MailboxFull, ActorStopped):  # a full mailbox will poll anyway, soon
+                handle.ref.tell_nowait(POLL)
 
     async def _sweep(self) -> None:
         try:
             await self.recover_orphans()
+            for meeting_id in await store.with_pending_commands(self.services.db, list(self.handles)):
+                handle = self.handles.get(meeting_id)
+                if handle is not None:
+                    self.poll(handle)  # a NOTIFY was lost
         except Exception as exc:  # the next sweep tries again
             log.warning("meetings.recovery_failed", error=repr(exc))
         finally:
@@ -151,11 +176,7 @@ class MeetingRunners(Generic[T]):
 
         Other orphans wait for a participant to call in (:meth:`take_over`).
         """
-        local = [
-            name
-            for name in {*self.registry.turn_handlers, *self.registry.hosts}
-            if self.registry.has_turn_handler(name)
-        ]
+        local = self.registry.turn_agents()
         if not local:
             return
         found = await hosts.orphan_meetings(self.services.db, local)
@@ -163,6 +184,8 @@ class MeetingRunners(Generic[T]):
 
     async def take_over(self, meeting_ids: list[UUID]) -> None:
         """Claim these meetings if nobody alive runs them, and run the ones claimed from their committed state."""
+        if not self._running:
+            return
         claimed = await self.services.presence.claim_meetings(meeting_ids)
         if not claimed:
             return

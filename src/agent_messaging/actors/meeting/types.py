@@ -88,7 +88,10 @@ class MeetingSnapshot(Generic[T]):
         deadline: datetime | None = None,
         seq: int = 0,
         history: list[MeetingEvent[Any]] | None = None,
+        fresh: bool = False,
     ) -> None:
+        self.fresh = fresh
+        """A meeting just created (no command of another runtime can be waiting for it yet)."""
         self.seats = seats
         self.turn_duration = turn_duration
         self.state = state

@@ -23,6 +23,7 @@ __all__ = [
     "hosts",
     "meeting_runner",
     "orphan_meetings",
+    "turn_takers",
 ]
 
 #: Whether the runtime that wrote host row ``h`` is alive (its presence lock is held).
@@ -38,8 +39,15 @@ ON CONFLICT ({column}) DO UPDATE
         hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
     WHERE h.runtime_key = excluded.runtime_key OR NOT {alive}
 RETURNING {column} AS id"""
-_CLAIM_AGENTS = _CLAIM.format(table="agent_hosts", column="agent_id", alive=ALIVE)
 _CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=ALIVE)
+_CLAIM_AGENTS = f"""
+INSERT INTO agent_hosts AS h (agent_id, takes_turns, runtime_key, runtime_id, hostname, pid)
+SELECT u.id, u.turns, $3, $4, $5, $6 FROM unnest($1::uuid[], $2::bool[]) AS u(id, turns)
+ON CONFLICT (agent_id) DO UPDATE
+    SET takes_turns = excluded.takes_turns, runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
+        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
+    WHERE h.runtime_key = excluded.runtime_key OR NOT {ALIVE}
+RETURNING agent_id AS id"""
 
 #: Active meetings nobody alive runs, with one of ``$1`` (live agents' external ids) among their participants.
 _ORPHAN_MEETINGS = f"""
@@ -66,9 +74,26 @@ async def _claim(db: Database, sql: str, ids: Sequence[uuid.UUID], owner: Sequen
     return {as_uuid(row["id"]) for row in rows}
 
 
-async def claim_agents(db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any]) -> set[uuid.UUID]:
-    """Claim agents for the runtime ``owner`` = (key, runtime id, hostname, pid); returns the ones it now hosts."""
-    return await _claim(db, _CLAIM_AGENTS, ids, owner)
+async def claim_agents(
+    db: Database, ids: Sequence[uuid.UUID], turns: Sequence[bool], owner: Sequence[Any]
+) -> set[uuid.UUID]:
+    """Claim agents for the runtime ``owner`` = (key, runtime id, hostname, pid), recording whether it takes each
+    one's meeting turns; returns the ones it now hosts."""
+    if not ids:
+        return set()
+    rows = await db.fetch(_CLAIM_AGENTS, [list(ids), list(turns), *owner])
+    return {as_uuid(row["id"]) for row in rows}
+
+
+async def turn_takers(db: Database, agent_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``agent_ids`` whose meeting turns a live runtime takes (they attend meetings by themselves)."""
+    if not agent_ids:
+        return set()
+    rows = await db.fetch(
+        f"SELECT h.agent_id FROM agent_hosts h WHERE h.agent_id = ANY($1::uuid[]) AND h.takes_turns AND {ALIVE}",
+        [list(agent_ids)],
+    )
+    return {as_uuid(row["agent_id"]) for row in rows}
 
 
 async def claim_meetings(db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any]) -> set[uuid.UUID]:
