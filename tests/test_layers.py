@@ -1,10 +1,11 @@
 """The dependency rule of the package, checked on the source (every import, at any depth, counts).
 
-``cli -> app (AgentMessaging) -> actors (the domain) -> {runtime (the kernel), persistence} -> leaves``:
+``cli -> integrations (mcp, llm) -> app (AgentMessaging, AgentSession) -> actors (the domain) ->
+{runtime (the kernel), persistence} -> leaves``:
 a module may import only from its own layer or the layers below; the kernel and persistence never
 import each other; the leaves (errors, models, config, _validation) import no other layer; nothing
-imports the CLI or the optional integrations; and no two modules import each other, directly or
-through others.
+imports the CLI, and only the CLI imports the optional integrations (not the package's ``__init__``:
+they need their extras); and no two modules import each other, directly or through others.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ LAYERS: dict[str, str] = {
     "": "api",  # the package itself: the public face
     "cli": "cli",
     "__main__": "cli",
+    # AgentSession: the operations of one agent, on the app's facades; public (exported by the package) and
+    # free of optional dependencies, so it sits with the app, below the API that exports it
+    "_acting": "app",
+    # the optional integrations (extras [mcp], [llm]) and what only they use: the public API and anything below
     "mcp": "integration",
     "llm": "integration",
-    "_acting": "integration",
+    "_agent_tools": "integration",  # the messaging operations as model tools (one catalog for both)
+    "_tool_views": "integration",  # the tools' JSON results
+    "_on_asyncio": "integration",  # asyncio-only code (pydantic-ai) from trio
     "_tracing": "leaf",
     "schema": "leaf",  # package data: the migrations
 }

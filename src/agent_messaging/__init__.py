@@ -6,12 +6,16 @@ PostgreSQL. Runs on asyncio and trio.
 
 ``Agent`` is the base class of hosted agents (``class Bob(Agent[Msg])``);
 ``AgentInfo`` is the registered-agent record that ``register_agent`` and
-``get_agent`` return.
+``get_agent`` return; ``AgentSession(am, "alice")`` makes every operation as
+alice and only as alice (what the MCP server and LLM agents' tools use).
+Optional layers: ``agent_messaging.llm`` (extra ``[llm]``) and
+``agent_messaging.mcp`` (extra ``[mcp]``).
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError, version as _version
 
 from . import errors as errors
+from ._acting import AgentSession as AgentSession
 from ._app import AgentMessaging as AgentMessaging, RuntimeState as RuntimeState
 from .actors.agent import Agent as Agent, MessageContext as MessageContext
 from .actors.conversation import Conversations as Conversations
@@ -79,6 +83,7 @@ __all__ = [
     "AgentMessaging",
     "AgentMessagingError",
     "AgentNotFound",
+    "AgentSession",
     "AgentStatus",
     "AlreadyExists",
     "Config",

@@ -301,7 +301,10 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
 
     def host(self, agent: str, agent_class: type[Agent[T]] | Agent[T], *, restart: str = "permanent") -> None:
         """Host ``agent`` here with an ``Agent`` subclass (a fresh instance per (re)start) or an ``Agent`` instance
-        (the same instance across restarts)."""
+        (the same instance across restarts, e.g. ``LLMAgent(...)``; one instance per agent).
+
+        An instance gets its ``messaging`` and ``agent_id`` at once; a subclass's fresh instances get them before
+        their ``on_start``."""
         name = check_id(agent, "agent")
         if isinstance(agent_class, Agent):
             spec = HostSpec(agent=name, instance=agent_class, restart=_restart(restart))
@@ -310,6 +313,9 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         else:
             raise InvalidArgument(f"host() takes an Agent subclass or instance, not {agent_class!r}")
         self._add_host(spec)
+        if spec.instance is not None:
+            # bound now, not only before on_start: its on_turn (a meeting turn) may run before its actor starts
+            self._bind(spec.instance, name)
 
     def _add_host(self, spec: HostSpec) -> None:
         if self._state in (RuntimeState.CLOSING, RuntimeState.CLOSED):

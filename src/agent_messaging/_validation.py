@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import InvalidArgument
 
-__all__ = ["check_id", "check_ids", "check_limit", "check_metadata", "check_name", "check_timeout"]
+__all__ = ["check_id", "check_ids", "check_limit", "check_metadata", "check_name", "check_timeout", "check_uuid"]
 
 MAX_ID_LENGTH = 255
 
@@ -78,3 +79,15 @@ def check_limit(value: object, what: str = "limit", maximum: int = 10_000) -> in
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise InvalidArgument(f"{what} must be an int between 1 and {maximum}, not {value!r}")
     return value
+
+
+def check_uuid(value: object, what: str = "id") -> uuid.UUID:
+    """A UUID, given as one or as its text."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidArgument(f"{what} must be a UUID (or its text), not {value!r}")

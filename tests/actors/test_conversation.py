@@ -355,6 +355,40 @@ async def test_send_unread_and_queries(am: AM) -> None:
     assert [m.payload for m in history + more] == ["m0", "m1", "m2"]
 
 
+async def test_recent_messages_of_a_pair_newest_first_every_kind(am: AM) -> None:
+    await setup(am, "alice", "bob", "carol")
+    am.register_handler("bob")(echo)
+    note = (await am.one_way.send("alice", "bob", "a note"))[0]
+    await am.one_way.send("alice", "carol", "not between alice and bob")
+    with anyio.fail_after(10):
+        assert await am.conversation.send_and_wait("alice", "bob", "a call") == {"echo": "a call", "from": "bob"}
+    line = await am.conversation.send("bob", "alice", "a chat line")
+    await am.conversation.send("carol", "bob", "nor this one")
+
+    recent = await am.conversation.get_recent_messages("bob", "alice")  # either order of the pair
+    assert [(m.kind, m.sender, m.payload) for m in recent] == [
+        (MessageKind.CHAT, "bob", "a chat line"),
+        (MessageKind.REPLY, "bob", {"echo": "a call", "from": "bob"}),
+        (MessageKind.REQUEST, "alice", "a call"),
+        (MessageKind.ONE_WAY, "alice", "a note"),
+    ]
+    assert recent[0].id == line
+    assert recent[-1].id == note
+    # the last two; then page back from the last one's id (a str id works too); nothing is claimed
+    first = await am.conversation.get_recent_messages("alice", "bob", limit=2)
+    older = await am.conversation.get_recent_messages("alice", "bob", before=str(first[-1].id))
+    assert [m.id for m in first + older] == [m.id for m in recent]
+    assert await am.conversation.get_recent_messages("alice", "bob", before=note) == []
+    assert await am.conversation.get_recent_messages("alice", "bob", before=uuid.uuid4()) == []
+    assert [m.payload for m in await am.conversation.get_unread_messages("alice")] == ["a chat line"]
+    with pytest.raises(InvalidArgument, match="before must be a UUID"):
+        await am.conversation.get_recent_messages("alice", "bob", before="yesterday")
+    with pytest.raises(InvalidArgument, match="limit"):
+        await am.conversation.get_recent_messages("alice", "bob", limit=0)
+    with pytest.raises(AgentNotFound):
+        await am.conversation.get_recent_messages("alice", "nobody")
+
+
 async def test_ten_concurrent_readers_split_the_queue(am: AM) -> None:
     await setup(am, "alice", "bob")
     sent = set()

@@ -1,7 +1,8 @@
 """Agents as classes: ``class Bob(Agent[Msg])`` with ``on_start``, ``on_message``, ``on_turn``, ``on_stop``.
 
-The runtime makes a fresh instance each time it (re)starts the agent, and
-calls the hooks from the agent's own actor task, one message at a time.
+The runtime makes a fresh instance each time it (re)starts the agent (or
+reuses the instance it was given), and calls the hooks from the agent's own
+actor task, one message at a time.
 """
 
 from __future__ import annotations
@@ -54,17 +55,21 @@ class Agent(Generic[T]):
     - ``on_stop``: run when the agent stops normally (runtime closing); errors
       are logged and ignored.
 
-    Before ``on_start`` the runtime sets two attributes on the instance:
-    :attr:`messaging` (the ``AgentMessaging`` runtime that hosts it, to send,
-    call or meet from the hooks) and :attr:`agent_id` (the agent's external id).
-    Host a class (``am.host("bob", Bob)``) for a fresh instance per (re)start, or
-    an instance (``am.host("bob", Bob(...))``) to keep one across restarts.
+    The runtime sets two attributes on the instance: :attr:`messaging` (the
+    ``AgentMessaging`` runtime that hosts it, to send, call or meet from the
+    hooks) and :attr:`agent_id` (the agent's external id). Host a class
+    (``am.host("bob", Bob)``) for a fresh instance per (re)start, which gets them
+    before its ``on_start``; or an instance (``am.host("bob", Bob(...))``) to keep
+    one across restarts and for its meeting turns, which gets them when
+    ``host()`` is called. (A class's ``on_turn`` runs on an instance of its own,
+    made for the meeting, which has neither: host an instance when ``on_turn``
+    needs them.)
     """
 
     messaging: Any
-    """The ``AgentMessaging`` runtime hosting this agent (set before ``on_start``)."""
+    """The ``AgentMessaging`` runtime hosting this agent (set by ``host()`` on an instance, else before on_start)."""
     agent_id: str
-    """The external id this instance is hosted as (set before ``on_start``)."""
+    """The external id this instance is hosted as (set with :attr:`messaging`)."""
 
     async def on_start(self) -> None:
         """Called before the first message of this instance."""

@@ -134,7 +134,10 @@ class AgentActor(Actor[Envelope[T]]):
             final = attempt >= cfg.max_attempts
             if env.kind is MessageKind.REQUEST and (final or isinstance(exc, AgentMessagingError)):
                 hosted.inflight = None
-                log.warning("agent.call_failed", agent=name, message_id=str(env.id), attempt=attempt, exc_info=exc)
+                # the error, not its traceback: that goes to the caller (HandlerError.remote_traceback) and into
+                # the reply; rendered here (a console renderer's rich traceback with locals) it could block the
+                # event loop for seconds on a deep stack (a model library's), delaying the answer
+                log.warning("agent.call_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc))
                 await self._reply(env, None, error=error_reply(name, exc, _traceback(exc)))
                 self.services.writer.submit_nowait([Write(store.HANDLED, (env.id, attempt))])
                 return None

@@ -5,6 +5,7 @@
     agent-messaging --version
     agent-messaging db migrate|status|url        the database (db.py)
     agent-messaging run MODULE:ATTR              host an application's agents (run.py)
+    agent-messaging mcp --agent ID ...           serve the messaging tools to MCP clients (mcp.py, extra [mcp])
     agent-messaging demo                         the four ways to talk, on the embedded database (demo.py)
     agent-messaging agents|messages|meetings|dead-letters ...   inspect the database (inspect.py)
 
@@ -32,6 +33,7 @@ from ._logging import configure_logging
 from .db import db_app
 from .demo import demo
 from .inspect import agents_app, dead_letters_app, meetings_app, messages_app
+from .mcp import mcp_command
 from .run import run
 
 __all__ = ["app", "main"]
@@ -80,6 +82,7 @@ def _root(
 
 app.add_typer(db_app, name="db")
 app.command("run")(run)
+app.command("mcp")(mcp_command)
 app.command("demo")(demo)
 app.add_typer(agents_app, name="agents")
 app.add_typer(messages_app, name="messages")

@@ -8,13 +8,14 @@ once the database marked messages read, the caller gets them.
 from __future__ import annotations
 
 import math
+import uuid
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import anyio
 import structlog
 
-from ..._validation import check_id, check_limit, check_timeout
+from ..._validation import check_id, check_limit, check_timeout, check_uuid
 from ...errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
 from ...models import AgentInfo, Message
 from ...persistence.store import messages as store
@@ -119,6 +120,26 @@ class ChatQueries(Generic[T]):
         a = await self.services.directory.get(agent_a, "agent_a")
         b = await self.services.directory.get(agent_b, "agent_b")
         return await self._page(limit, after, between=(a.id, b.id))
+
+    async def get_recent_messages(
+        self, agent_a: str, agent_b: str, *, before: uuid.UUID | str | None = None, limit: int = 20
+    ) -> list[Message[T]]:
+        """The last ``limit`` messages between two agents, **newest first**: both directions, every kind.
+
+        Notes, chat lines, calls, replies and ends alike (``get_conversation_history`` has the conversation
+        messages only, oldest first): what the two said to each other lately, say as a model's context.
+        ``before`` (a message id, such as a handler's ``ctx.message_id``) keeps the messages older than that
+        one; page back with the id of the last message returned. A ``before`` that is no message's id gives
+        no messages. Nothing is marked read.
+        """
+        check_limit(limit)
+        cursor = None if before is None else check_uuid(before, "before")
+        a = await self.services.directory.get(agent_a, "agent_a")
+        b = await self.services.directory.get(agent_b, "agent_b")
+        rows = await store.page(
+            self.services.db, pair=(a.id, b.id), limit=limit, cursor=None, cursor_id=cursor, newest_first=True
+        )
+        return messages_from_rows(self.services.codec, rows)
 
     async def _page(self, limit: int, after: int | None, **where: Any) -> list[Message[T]]:
         rows = await store.page(self.services.db, **where, limit=limit, cursor=after, newest_first=False)

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
-from ..._validation import check_id, check_metadata
-from ...errors import ConversationEnded, DeadlockDetected, InvalidArgument, InvalidOperation, PersistenceUnavailable
+from ..._validation import check_id, check_metadata, check_uuid
+from ...errors import ConversationEnded, DeadlockDetected, InvalidOperation, PersistenceUnavailable
 from ...models import AgentInfo, MessageKind
 from ...persistence._rows import as_uuid, optional_uuid
 from ...persistence.store import conversations as store, waits
@@ -134,7 +134,7 @@ class Conversations(ChatQueries[T]):
         r, w = await self._agents(responder, waiting_agent, ("responder", "waiting_agent"))
         value, text = self.services.codec.prepare(message, "reply")
         if request_id is not None:
-            rid = _request_id(request_id)
+            rid = check_uuid(request_id, "request_id")
             row = await store.request(self.services.db, rid)
             if (
                 row is None
@@ -278,14 +278,3 @@ class Conversations(ChatQueries[T]):
         if env.conversation_id is not None:
             self._opened.add(env.conversation_id)
         await self.host.committed([env])
-
-
-def _request_id(value: object) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    raise InvalidArgument(f"request_id must be a UUID (or its text), not {value!r}")

@@ -139,16 +139,20 @@ async def page(
     recipient_id: uuid.UUID | None = None,
     sender_id: uuid.UUID | None = None,
     between: tuple[uuid.UUID, uuid.UUID] | None = None,
+    pair: tuple[uuid.UUID, uuid.UUID] | None = None,
     unread_only: bool = False,
     live_only: bool = False,
     limit: int,
     cursor: int | None,
+    cursor_id: uuid.UUID | None = None,
     newest_first: bool,
 ) -> list[Row]:
     """One page of messages: newest first before ``cursor`` (a seq), or oldest first after it.
 
     ``recipient_id`` / ``sender_id`` filter on either end; ``between`` selects the conversation messages of a
-    pair (both directions, every session); ``unread_only`` keeps unread ones (``live_only``: and not dead-lettered).
+    pair (both directions, every session); ``pair`` every message of a pair (both directions, every kind, notes
+    included); ``unread_only`` keeps unread ones (``live_only``: and not dead-lettered). ``cursor_id`` is a
+    cursor given as a message's id (its seq is looked up in the statement; an unknown id selects nothing).
     """
     clauses: list[str] = []
     params: list[Any] = []
@@ -167,10 +171,18 @@ async def page(
             f"m.conversation_id IS NOT NULL AND ((m.sender_id = {a} AND m.recipient_id = {b}) "
             f"OR (m.sender_id = {b} AND m.recipient_id = {a}))"
         )
+    if pair is not None:
+        a, b = param(pair[0]), param(pair[1])
+        clauses.append(
+            f"((m.sender_id = {a} AND m.recipient_id = {b}) OR (m.sender_id = {b} AND m.recipient_id = {a}))"
+        )
     if unread_only:
         clauses.append(_UNREAD if live_only else "m.read_at IS NULL")
+    direction = "<" if newest_first else ">"
     if cursor is not None:
-        clauses.append(f"m.seq {'<' if newest_first else '>'} {param(cursor)}")
+        clauses.append(f"m.seq {direction} {param(cursor)}")
+    if cursor_id is not None:
+        clauses.append(f"m.seq {direction} (SELECT c.seq FROM messages c WHERE c.id = {param(cursor_id)})")
     where = " AND ".join(clauses) or "TRUE"
     order = "m.seq DESC" if newest_first else "m.seq"
     return await db.fetch(
