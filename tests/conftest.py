@@ -26,6 +26,7 @@ from agent_messaging import AgentMessaging, Config
 from agent_messaging.persistence.database import Database
 from agent_messaging.persistence.embedded import _start, _stop
 from agent_messaging.persistence.migrations import apply_migrations
+from tests._processes import Child, child_env
 
 TEMPLATE = "am_test_template"
 _counter = itertools.count()
@@ -148,3 +149,19 @@ def _is_async(obj: object) -> bool:
 def repo_root() -> Path:
     """The project's root folder."""
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spawn(dsn: str, tmp_path: Path) -> Iterator[Callable[..., Child]]:
+    """``spawn(*args, **env)``: ``python *args`` on the test's database; killed at the end of the test."""
+    started: list[Child] = []
+    env = {**child_env(dsn), "AM_HANDLED_FILE": str(tmp_path / "handled")}
+
+    def start(*args: str, **extra: str) -> Child:
+        child = Child(list(args), {**env, **extra})
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        child.stop()

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import queue
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +20,12 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
-from tests.conftest import repo_root
+from tests._processes import ROOT, STEP, Child, child_env
 
-ROOT = repo_root()
-#: Bound on anything one step of a test waits for.
-STEP = 60
+__all__ = ["ROOT", "STEP", "Child", "call", "refused", "server_env", "text_of"]
 
 
-def server_env(dsn: str) -> dict[str, str]:
-    """The environment of a child process: the test's database, the source tree first on the path."""
-    env = {**os.environ, "AGENT_MESSAGING_DSN": dsn, "PYTHONPATH": str(ROOT / "src")}
-    env.pop("AGENT_MESSAGING_LOG_LEVEL", None)
-    return env
+server_env = child_env
 
 
 @pytest.fixture
@@ -99,67 +88,3 @@ async def refused(client: ClientSession, tool: str, **arguments: Any) -> str:
 
 def text_of(result: CallToolResult) -> str:
     return "".join(part.text for part in result.content if isinstance(part, TextContent))
-
-
-class Child:
-    """A child process whose output lines are collected by threads (so reads can time out)."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        self.threads = [threading.Thread(target=self._pump, args=(s,), daemon=True) for s in self._streams()]
-        for thread in self.threads:
-            thread.start()
-
-    def _streams(self) -> list[Any]:
-        return [self.proc.stdout, self.proc.stderr]
-
-    def _pump(self, stream: Any) -> None:
-        for line in stream:
-            self.output.append(line)
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for_line(self, prefix: str, timeout: float = STEP) -> str:
-        """The first output line (stdout or stderr) starting with ``prefix`` (blocking: run it in a thread)."""
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, end - time.monotonic()))
-            except queue.Empty:
-                output = "".join(self.output)[-4000:]
-                raise AssertionError(f"no line {prefix!r} within {timeout}s; output:\n{output}") from None
-            if line.startswith(prefix):
-                return line
-
-    async def line(self, prefix: str, timeout: float = STEP) -> str:  # noqa: ASYNC109 - a thread waits
-        """:meth:`wait_for_line` without blocking the event loop."""
-        return await anyio.to_thread.run_sync(self.wait_for_line, prefix, timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        for thread in self.threads:
-            thread.join(timeout=10)
-        for stream in self._streams():
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def spawn(dsn: str, tmp_path: Path) -> Iterator[Callable[..., Child]]:
-    """``spawn(*args, **env)``: ``python *args`` on the test's database; killed at the end of the test."""
-    started: list[Child] = []
-    env = {**server_env(dsn), "AM_HANDLED_FILE": str(tmp_path / "handled")}
-
-    def start(*args: str, **extra: str) -> Child:
-        child = Child(list(args), {**env, **extra})
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        child.stop()

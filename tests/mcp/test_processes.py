@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -123,14 +122,6 @@ async def test_a_meeting_of_two_agents_of_one_server(connect: Callable[..., Any]
         assert [e.get("message") for e in history["events"] if e["type"] == "agent_spoke"] == ["agenda", "idea"]
 
 
-CROSS_PROCESS = (
-    "waits on cross-process meetings (docs/architecture.md, 'Departures from the design'): today a meeting is "
-    "served only by the runtime that runs it, so the agents hosted by 'agent-messaging run' never attend a meeting "
-    "the MCP server created (start_meeting gets MeetingNotReady). Remove this mark when that lands."
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CROSS_PROCESS)
 async def test_an_mcp_participant_takes_turns_with_agents_hosted_by_another_process(
     spawn: Callable[..., Child], connect: Callable[..., Any], anyio_backend: str
 ) -> None:

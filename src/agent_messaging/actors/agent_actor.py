@@ -42,7 +42,7 @@ from .envelope import Envelope
 from .registry import HostSpec
 from .services import Services
 
-__all__ = ["CURRENT_AGENT", "AgentActor", "Bind", "Delivered", "HostedAgent"]
+__all__ = ["CURRENT_AGENT", "AgentActor", "Bind", "Delivered", "HostedAgent", "answer", "failure_reply"]
 
 T = TypeVar("T")
 log = structlog.get_logger("agent_messaging.agent")
@@ -138,7 +138,7 @@ class AgentActor(Actor[Envelope[T]]):
                 # the reply; rendered here (a console renderer's rich traceback with locals) it could block the
                 # event loop for seconds on a deep stack (a model library's), delaying the answer
                 log.warning("agent.call_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc))
-                await self._reply(env, None, error=error_reply(name, exc, _traceback(exc)))
+                await self._reply(env, None, error=failure_reply(name, exc))
                 self.services.writer.submit_nowait([Write(store.HANDLED, (env.id, attempt))])
                 return None
             if final:
@@ -164,31 +164,7 @@ class AgentActor(Actor[Envelope[T]]):
         return result
 
     async def _reply(self, request: Envelope[T], result: Any, *, error: dict[str, Any] | None = None) -> None:
-        """A hosted handler returned ``result`` for ``request`` (or raised: ``error``): record it as the reply.
-
-        A reply that loses the claim (someone answered with ``reply()`` first) is dropped.
-        """
-        try:
-            value, text = (None, "null") if error is not None else self.services.codec.prepare(result, "reply")
-        except InvalidMessage as exc:
-            log.warning(
-                "conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=str(exc)
-            )
-            waiter = self.calls.by_id.get(request.id)
-            if waiter is not None:
-                problem = f"{request.recipient!r} replied to request {request.id} with an invalid value: {exc}"
-                waiter.fail(InvalidMessage(problem))
-            return
-        directory = self.services.directory
-        responder = await directory.by_id(request.recipient_id)
-        waiting = await directory.by_id(request.sender_id)
-        env, consumed, won = await self.calls.record_reply(
-            responder, waiting, request.id, request.conversation_id, value, text, error=error
-        )
-        if not won:
-            log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered")
-        elif not consumed:
-            await self.delivered([env])
+        await answer(self.services, self.calls, self.delivered, request, result, error=error)
 
     async def _dead_letter(self, env: Envelope[T], exc: BaseException) -> None:
         hosted = self.hosted
@@ -205,6 +181,47 @@ class AgentActor(Actor[Envelope[T]]):
         log.warning(
             "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
         )
+
+
+async def answer(
+    services: Services[T],
+    calls: Calls[T],
+    delivered: Delivered,
+    request: Envelope[T],
+    result: Any,
+    *,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """Record a hosted handler's answer to ``request``: its ``result``, or (``error``) what it raised.
+
+    A result that is not a valid message is answered with that error instead, so the caller (in any
+    process) learns at once. A reply that loses the claim (someone answered with ``reply()`` first) is
+    dropped.
+    """
+    value: T | None = None
+    text = "null"
+    if error is None:
+        try:
+            value, text = services.codec.prepare(result, "reply")
+        except InvalidMessage as exc:
+            log.warning("conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=exc)
+            error = error_reply(request.recipient, exc, "")
+            value, text = None, "null"
+    directory = services.directory
+    responder = await directory.by_id(request.recipient_id)
+    waiting = await directory.by_id(request.sender_id)
+    env, consumed, won = await calls.record_reply(
+        responder, waiting, request.id, request.conversation_id, value, text, error=error
+    )
+    if not won:
+        log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered")
+    elif not consumed:
+        await delivered([env])
+
+
+def failure_reply(agent: str, exc: BaseException) -> dict[str, Any]:
+    """The error reply for an exception a handler raised (with its traceback)."""
+    return error_reply(agent, exc, _traceback(exc))
 
 
 def _error_text(exc: BaseException) -> str:

@@ -24,10 +24,10 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..errors import ActorStopped
-from ..models import AgentInfo, AgentStatus
+from ..models import AgentInfo, AgentStatus, MessageKind
 from ..persistence.store import messages as store
 from ..runtime.supervisor import ChildSpec, Supervisor
-from .agent_actor import AgentActor, Bind, HostedAgent
+from .agent_actor import AgentActor, Bind, HostedAgent, answer, failure_reply
 from .calls import Calls
 from .envelope import Envelope, envelope_from_row
 from .registry import HostSpec, Registry
@@ -342,7 +342,13 @@ class AgentHost(Generic[T]):
         hosted.failed = True
         log.error("agent.failed", agent=name, restarts=hosted.restarts, error=repr(exc))
         if self._tg is not None:
-            self._tg.start_soon(self._mark_failed, hosted)
+            self._tg.start_soon(self._mark_failed, hosted, exc)
 
-    async def _mark_failed(self, hosted: HostedAgent[T]) -> None:
+    async def _mark_failed(self, hosted: HostedAgent[T], exc: BaseException) -> None:
         await self.services.directory.agents.set_status(hosted.agent.id, AgentStatus.FAILED)
+        request = hosted.inflight
+        if request is not None and request.kind is MessageKind.REQUEST:  # its caller would wait in vain
+            hosted.inflight = None
+            error = failure_reply(hosted.spec.agent, exc)
+            error["message"] = f"{error['message']} (the agent failed; restart it with restart_agent)"
+            await answer(self.services, self.calls, self.committed, request, None, error=error)

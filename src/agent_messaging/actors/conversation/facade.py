@@ -151,18 +151,14 @@ class Conversations(ChatQueries[T]):
             if reply_id is None:
                 raise InvalidOperation(f"request {rid} is already answered")
             return reply_id
-        lost: list[uuid.UUID] = []
-        while True:  # the oldest open request; if another process's reply claims it first, the next one
-            row = await store.oldest_open_request(self.services.db, r.id, w.id, lost)
-            if row is None:
-                if lost:
-                    raise InvalidOperation(f"request {lost[-1]} is already answered (another reply won it)")
-                raise InvalidOperation(f"{waiting_agent!r} has no unanswered request to {responder!r}")
-            rid = as_uuid(row["id"])
-            reply_id = await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
-            if reply_id is not None:
-                return reply_id
-            lost.append(rid)
+        row = await store.oldest_open_request(self.services.db, r.id, w.id, [])
+        if row is None:
+            raise InvalidOperation(f"{waiting_agent!r} has no unanswered request to {responder!r}")
+        rid = as_uuid(row["id"])
+        reply_id = await self._record_reply(r, w, rid, optional_uuid(row["conversation_id"]), value, text)
+        if reply_id is None:  # another process's reply claimed it between the read and the claim
+            raise InvalidOperation(f"request {rid} is already answered (another reply won it)")
+        return reply_id
 
     async def _record_reply(
         self,

@@ -86,6 +86,8 @@ class MeetingHandle(Generic[T]):
         self.seats: dict[str, Seat[T]] = {s.agent: s for s in first.seats}
         self.actor: MeetingActor[T] | None = None
         self.ref: ActorRef[Command[T] | Poll] | None = None
+        self.started = anyio.Event()
+        """Set once the first actor instance has started (or failed to)."""
         self.remote_seen: set[UUID] = set()
         """Commands of other runtimes this runtime has taken (their callers wait in ``seats``)."""
         self.outbox: list[RemoteSlot] = []

@@ -24,7 +24,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from ...errors import ActorStopped, MailboxFull, MeetingEnded
+from ...errors import ActorStopped, InvalidOperation, MailboxFull, MeetingEnded
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
 from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
@@ -64,6 +64,7 @@ class MeetingRunners(Generic[T]):
         )
         self._running = False
         self._sweeping = False
+        self._taking = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -104,8 +105,11 @@ class MeetingRunners(Generic[T]):
         try:
             handle.ref = await self.supervisor.start_child(child)
         except BaseException:
-            self.handles.pop(handle.id, None)
+            if self.handles.get(handle.id) is handle:
+                del self.handles[handle.id]
             raise
+        finally:
+            handle.started.set()
         for started in self.on_started:
             started(handle)
 
@@ -123,9 +127,10 @@ class MeetingRunners(Generic[T]):
 
     async def submit(self, handle: MeetingHandle[T], command: Command[T]) -> Turn[T] | None:
         """Hand ``command`` to the meeting's actor and wait for its result (``MeetingEnded`` once it ended)."""
+        await handle.started.wait()  # a meeting being taken over: its actor is loading it
         ref = handle.ref
         if ref is None:
-            raise MeetingEnded(handle.id)
+            raise InvalidOperation(f"meeting {handle.id} could not be run here; call again to retry")
         try:
             slot = await ref.ask(command)
             assert slot is not None
@@ -186,10 +191,14 @@ class MeetingRunners(Generic[T]):
         """Claim these meetings if nobody alive runs them, and run the ones claimed from their committed state."""
         if not self._running:
             return
-        claimed = await self.services.presence.claim_meetings(meeting_ids)
-        if not claimed:
-            return
-        recovered = await store.load_active(self.services.db, self.services.codec.decode, sorted(claimed))
+        async with self._taking:  # callers noticing the same orphan at once: one takes it over
+            wanted = [mid for mid in meeting_ids if mid not in self.handles]
+            claimed = await self.services.presence.claim_meetings(wanted)
+            if claimed:
+                await self._recover(sorted(claimed))
+
+    async def _recover(self, meeting_ids: list[UUID]) -> None:
+        recovered = await store.load_active(self.services.db, self.services.codec.decode, meeting_ids)
         for row in recovered:
             if row.id in self.handles:
                 continue
