@@ -27,8 +27,8 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 
+from ._log import get_logger
 from ._validation import check_id, check_metadata, check_name
 from .actors.agent import Agent
 from .actors.calls import Calls
@@ -56,7 +56,7 @@ from .runtime.supervisor import RestartType
 __all__ = ["AgentMessaging", "Internals", "RuntimeState", "internals"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.runtime")
+log = get_logger("agent_messaging.runtime")
 
 
 class RuntimeState(StrEnum):

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import structlog
 
+from .._log import get_logger
 from ..errors import InvalidMessage
 from ..models import AgentInfo, MessageKind
 from ..persistence.store import agents as agent_store, messages as store
@@ -37,7 +38,7 @@ from .services import Services
 __all__ = ["CURRENT_AGENT", "AgentActor", "Bind", "Delivered", "HostedAgent"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.agent")
+log = get_logger("agent_messaging.agent")
 
 #: The agent whose handler is running in this task (None outside handlers). Used for deadlock detection.
 CURRENT_AGENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_messaging_agent", default=None)
@@ -134,7 +135,9 @@ class AgentActor(Actor[Envelope[T]]):
                     Write(agent_store.AGENT_RESTARTS, (hosted.agent.id, hosted.restarts, _error_text(exc))),
                 ]
             )
-            log.warning("agent.handler_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc))
+            log.warning(
+                "agent.handler_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc), exc_info=exc
+            )
             raise
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
@@ -180,7 +183,12 @@ class AgentActor(Actor[Envelope[T]]):
         # not dead is seeing a retry (from any process), and may queue it again.
         hosted.dead[env.id] = anyio.current_time()
         log.warning(
-            "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
+            "agent.dead_letter",
+            agent=hosted.spec.agent,
+            message_id=str(env.id),
+            attempts=env.attempts,
+            error=error,
+            exc_info=exc,
         )
 
 

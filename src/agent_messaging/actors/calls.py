@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log import get_logger
 from ..errors import ConversationEnded, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
 from ..persistence._rows import as_uuid
@@ -44,7 +44,7 @@ from .services import Services
 __all__ = ["Calls", "Waiter"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.conversation")
+log = get_logger("agent_messaging.conversation")
 _ANSWERED_LIMIT = 100_000
 _EXPIRE_EVERY = 60.0
 

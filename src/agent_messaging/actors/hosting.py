@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log import get_logger
 from ..errors import ActorStopped
 from ..models import AgentInfo, AgentStatus
 from ..persistence.store import messages as store
@@ -36,7 +36,7 @@ from .services import Services
 __all__ = ["AgentHost"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.agent")
+log = get_logger("agent_messaging.agent")
 _PAGE = 500
 
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import anyio
 import psqlpy
-import structlog
 from psqlpy import exceptions as pg_exc
 
+from .._log import get_logger
 from ..config import dsn_host, dsn_password, redact_dsn
 from ..errors import PersistenceUnavailable
 from ._bridge import Bridge, open_bridge
@@ -26,7 +26,7 @@ __all__ = ["Database", "Row", "is_connection_error"]
 
 R = TypeVar("R")
 Row = dict[str, Any]
-log = structlog.get_logger("agent_messaging.persistence")
+log = get_logger("agent_messaging.persistence")
 
 _CONNECTION_ERRORS = (
     pg_exc.BaseConnectionPoolError,

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
+from .._log import get_logger
 from ..errors import ConfigurationError
 
 __all__ = ["EmbeddedServer", "start_embedded", "stop_embedded"]
 
-log = structlog.get_logger("agent_messaging.embedded")
+log = get_logger("agent_messaging.embedded")
 
 
 @dataclass(frozen=True)

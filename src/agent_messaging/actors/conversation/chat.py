@@ -12,8 +12,8 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 
+from ..._log import get_logger
 from ..._validation import check_id, check_limit, check_timeout
 from ...errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
 from ...models import AgentInfo, Message
@@ -25,7 +25,7 @@ from ..services import Services
 __all__ = ["DEFAULT", "ChatQueries", "Timeout"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.conversation")
+log = get_logger("agent_messaging.conversation")
 
 
 class _Default(Enum):

@@ -33,8 +33,8 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
-import structlog
 
+from ..._log import get_logger
 from ...errors import (
     ActorStopped,
     AgentMessagingError,
@@ -56,7 +56,7 @@ from .types import Command, MeetingSnapshot, Seat, Selector, TurnSlot, clock_dea
 __all__ = ["MeetingActor", "MeetingHandle"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 E = MeetingEventType
 Publish = Callable[[list[MeetingEvent[Any]]], None]
 

@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-import structlog
-
+from ..._log import get_logger
 from ..._validation import check_id, check_limit, check_timeout
 from ...errors import (
     CrossOrganization,
@@ -46,7 +45,7 @@ from .types import Command, MeetingSnapshot, Op, Seat, Selector
 __all__ = ["Meetings"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 _DEFAULT: Any = object()
 
 

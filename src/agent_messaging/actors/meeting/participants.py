@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from ..._log import get_logger
 from ...errors import AgentMessagingError, InvalidMessage, MeetingEnded, NotYourTurn, TurnTimedOut
 from ...models import ParticipantStatus, Turn
 from ..registry import Registry, TurnHandler
@@ -27,7 +27,7 @@ from .types import Command, Op, clock_deadline
 __all__ = ["HostedParticipants"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 _SLACK = 0.05  # a hosted turn handler is cancelled this long after its turn's deadline
 Submit = Callable[[MeetingHandle[Any], Command[Any]], Awaitable["Turn[Any] | None"]]
 
