@@ -345,13 +345,21 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
     # ----------------------------------------------------- organizations/agents
 
     async def register_organization(
-        self, external_id: str, name: str, metadata: dict[str, Any] | None = None
+        self, external_id: str, name: str, metadata: dict[str, Any] | None = None, *, exist_ok: bool = False
     ) -> Organization:
-        """Register an organization; ``AlreadyExists`` if the external id is taken."""
+        """Register an organization; ``AlreadyExists`` if the external id is taken.
+
+        With ``exist_ok=True`` an organization already registered with the same name and metadata is
+        returned instead, so a program can run any number of times; one that differs still raises
+        ``AlreadyExists``, naming what differs. Safe when several processes do it at the same instant.
+        """
         self._check_open()
         assert self._organizations is not None
         return await self._organizations.create(
-            check_id(external_id, "organization external_id"), check_name(name), check_metadata(metadata)
+            check_id(external_id, "organization external_id"),
+            check_name(name),
+            check_metadata(metadata),
+            exist_ok=exist_ok,
         )
 
     async def get_organization(self, external_id: str) -> Organization:
@@ -361,14 +369,27 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         return await self._organizations.get(check_id(external_id, "organization external_id"))
 
     async def register_agent(
-        self, external_id: str, organization_external_id: str, name: str, metadata: dict[str, Any] | None = None
+        self,
+        external_id: str,
+        organization_external_id: str,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        exist_ok: bool = False,
     ) -> AgentInfo:
-        """Register an agent in an organization; ``AlreadyExists`` if a live agent has the external id."""
+        """Register an agent in an organization; ``AlreadyExists`` if a live agent has the external id.
+
+        With ``exist_ok=True`` a live agent already registered in the same organization with the same name
+        and metadata is returned instead; one that differs still raises ``AlreadyExists``, naming what differs.
+        Safe when several processes do it at the same instant.
+        """
         self._check_open()
         assert self._agents is not None
         check_id(external_id, "agent external_id")
         organization = await self.get_organization(organization_external_id)
-        agent = await self._agents.create(external_id, organization, check_name(name), check_metadata(metadata))
+        agent = await self._agents.create(
+            external_id, organization, check_name(name), check_metadata(metadata), exist_ok=exist_ok
+        )
         if self._parts is not None:
             await self._parts.host.registered(agent)
         return agent

@@ -127,12 +127,28 @@ class DeadLetterNotFound(NotFound):
 
 
 class AlreadyExists(AgentMessagingError):
-    """An organization or agent with this external id is already registered."""
+    """An organization or agent with this external id is already registered.
 
-    def __init__(self, kind: str, external_id: str) -> None:
+    ``differences`` lists what the existing record has that a registration with
+    ``exist_ok=True`` asked differently (empty without ``exist_ok``).
+    """
+
+    def __init__(self, kind: str, external_id: str, differences: Sequence[str] = ()) -> None:
         self.kind = kind
         self.external_id = external_id
-        super().__init__(f"{kind} {external_id!r} already exists")
+        self.differences = list(differences)
+        if self.differences:
+            detail = (
+                f"{kind} {external_id!r} already exists with a different " + "; ".join(self.differences) + ": "
+                "exist_ok=True returns an existing record only when it matches; register it with the stored values "
+                "or choose another external id"
+            )
+        else:
+            detail = (
+                f"{kind} {external_id!r} already exists: pass exist_ok=True to get the existing {kind} "
+                "(a program that may run more than once), or choose another external id"
+            )
+        super().__init__(detail)
 
 
 class InvalidOperation(AgentMessagingError):

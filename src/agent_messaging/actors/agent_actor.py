@@ -135,9 +135,8 @@ class AgentActor(Actor[Envelope[T]]):
                     Write(agent_store.AGENT_RESTARTS, (hosted.agent.id, hosted.restarts, _error_text(exc))),
                 ]
             )
-            log.warning(
-                "agent.handler_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc), exc_info=exc
-            )
+            fields = {"message_id": str(env.id), "attempt": attempt, "error": repr(exc)}
+            log.warning("agent.handler_failed", agent=name, exc_info=exc, **fields)
             raise
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
