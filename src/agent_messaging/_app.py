@@ -166,8 +166,10 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             self._embedded = await start_embedded(self.config.embedded_data_dir)
             stack.push_async_callback(stop_embedded, self._embedded)
             dsn = self._embedded.dsn
-        # one connection of pool_size is the presence connection (persistence/presence.py)
-        db = Database(dsn, pool_size=self.config.pool_size - 1, connect_timeout=self.config.connect_timeout)
+        # pool_size counts every connection: the presence connection (persistence/presence.py) and the
+        # LISTEN connection (actors/news.py, which psqlpy opens beside the pool) are not in the pool
+        pool = self.config.pool_size - 1 - (1 if self.config.notify else 0)
+        db = Database(dsn, pool_size=pool, connect_timeout=self.config.connect_timeout)
         await db.open()
         stack.push_async_callback(db.aclose)
         if self.config.apply_migrations:

@@ -90,10 +90,10 @@ class Config(BaseSettings):
     apply_migrations: bool = Field(default=True, description="Apply pending schema migrations on open.")
     pool_size: int = Field(
         default=10,
-        ge=3,
+        ge=4,
         le=1000,
-        description="Connections the runtime opens in all (at least 3): its pool (which also serves the "
-        "LISTEN connection) and one presence connection.",
+        description="Connections the runtime opens to the database in all (at least 4): its pool (psqlpy's "
+        "least is 2), the LISTEN connection (when notify is on) and the presence connection.",
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to keep retrying the first connect.")
     persistence_timeout: float = Field(
