@@ -156,9 +156,11 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
                 if body_error is not None:
                     raise body_error
         finally:
+            opened = self._state is RuntimeState.CLOSING  # reached OPEN: not a runtime that failed to open
             self._state = RuntimeState.CLOSED
             self._parts = None
-            log.info("runtime.closed")
+            if opened:
+                log.info("runtime.closed")
 
     async def _open_database(self, stack: contextlib.AsyncExitStack) -> Database:
         dsn = self.config.dsn_value()

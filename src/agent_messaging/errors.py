@@ -260,6 +260,7 @@ class PersistenceUnavailable(AgentMessagingError):
     """The database could not be reached (or a write committed) within the configured time."""
 
     def __init__(self, detail: str, *, host: str | None = None) -> None:
+        self.detail = detail
         self.host = host
         where = f" at {host}" if host else ""
         super().__init__(f"database unavailable{where}: {detail}")
