@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 from agent_messaging import AgentMessaging, Config, ConfigurationError, PersistenceUnavailable
+from agent_messaging.config import dsn_host, dsn_password, redact_dsn
 from agent_messaging.persistence.database import Database
 from tests.conftest import admin, repo_root, with_database
 
@@ -240,3 +241,19 @@ def test_cli_reports_a_malformed_dsn_in_one_line(dsn: str, command: list[str]) -
     password = dsn.split("://", 1)[1].split(":", 1)[1].rpartition("@")[0]
     line = one_error_line(cli(*command, "--dsn", dsn), password)
     assert "percent-encode" in line or "postgresql://" in line
+
+
+@pytest.mark.parametrize(
+    ("dsn", "password", "host"),
+    [
+        ("postgresql://alice:pa/ss@db.example.com:5433/app", "pa/ss", "db.example.com:5433"),
+        ("postgresql://alice:p@ss/w:rd@db/app", "p@ss/w:rd", "db"),
+        ("postgresql://alice:pa?ss@db/app", "pa?ss", "db"),
+        ("postgresql://alice:pa#ss@db/app", "pa#ss", "db"),
+    ],
+)
+def test_a_malformed_dsn_is_still_shown_without_its_password(dsn: str, password: str, host: str) -> None:
+    """``db url``, start lines and logs show ``redact_dsn``: the whole password is hidden, whatever it holds."""
+    assert dsn_password(dsn) == password
+    assert redact_dsn(dsn) == f"postgresql://alice:***@{dsn.rpartition('@')[2]}"
+    assert dsn_host(dsn) == host
