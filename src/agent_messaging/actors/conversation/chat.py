@@ -135,7 +135,10 @@ class ChatQueries(Generic[T]):
         name = check_id(agent, "agent")
         hosted = self.host.hosted.get(name)
         if hosted is None or hosted.ref is None or hosted.failed:
-            raise InvalidOperation(f"agent {name!r} has no running handler in this runtime")
+            raise InvalidOperation(
+                f"agent {name!r} has no running handler in this runtime: host it here first "
+                "(register_handler or host), or call this in the process that hosts it"
+            )
         count = 0
         async for env in self.host.unread(hosted):
             count += 1

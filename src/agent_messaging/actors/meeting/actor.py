@@ -231,7 +231,7 @@ class MeetingActor(Actor[Command[T]]):
             seat.late = False
             raise TurnTimedOut(seat.agent, self.id)
         if self.state is not MeetingState.ACTIVE or self.floor_holder != seat.agent:
-            raise NotYourTurn(seat.agent, self.id, self.floor_holder)
+            raise NotYourTurn(seat.agent, self.id, self.floor_holder, started=self.state is not MeetingState.CREATED)
 
     async def _on_speak(self, command: Command[T], seat: Seat[T]) -> None:
         self._check_floor(seat)

@@ -299,7 +299,10 @@ class Meetings(Generic[T]):
         if name not in handle.seats:
             if found.organization_id != handle.organization_id:
                 raise CrossOrganization(name, handle.host)
-            raise InvalidOperation(f"agent {name!r} is not a participant of meeting {handle.id}")
+            raise InvalidOperation(
+                f"agent {name!r} is not a participant of meeting {handle.id}: only its host and the agents "
+                "create_meeting invited take part"
+            )
         return handle, name
 
     @staticmethod
