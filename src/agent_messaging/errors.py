@@ -160,6 +160,7 @@ class AlreadyExists(AgentMessagingError):
                 f"{kind} {external_id!r} already exists with a different " + "; ".join(self.differences) + ": "
                 "exist_ok=True returns an existing record only when it matches; register it with the stored values "
                 "or choose another external id"
+                + (" (agent ids are unique across organizations)" if kind == "agent" else "")
             )
         else:
             detail = (
