@@ -188,7 +188,11 @@ class Config(BaseSettings):
     notify: bool = Field(default=True, description="Use LISTEN/NOTIFY to wake other processes.")
     poll_interval: float = Field(default=1.0, gt=0, description="Fallback re-check period for lost notifications.")
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds running handlers get to finish on close.")
-    log_level: str = Field(default="INFO", description="Log level used by the CLI's logging set-up.")
+    log_level: str = Field(
+        default="INFO",
+        description="A setting of the agent-messaging command line (AGENT_MESSAGING_LOG_LEVEL, or its --log-level); "
+        "the library configures no logging, so a program sets its own (logging or structlog).",
+    )
 
     def dsn_value(self) -> str | None:
         """The DSN in clear (for connecting only; never log it)."""
