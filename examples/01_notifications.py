@@ -6,12 +6,10 @@ set it starts the embedded PostgreSQL in ``.agent-messaging/pgdata``.
 
 from __future__ import annotations
 
-import contextlib
-
 import anyio
 from pydantic import BaseModel
 
-from agent_messaging import AgentMessaging, AlreadyExists, Config, MessageContext
+from agent_messaging import AgentMessaging, Config, MessageContext
 
 
 class Notice(BaseModel):
@@ -39,11 +37,10 @@ async def on_notice(notice: Notice, ctx: MessageContext[Notice]) -> None:
 async def main() -> None:
     async with am:
         org = "example-ops"
-        with contextlib.suppress(AlreadyExists):  # already there from an earlier run
-            await am.register_organization(org, "Example Ops")
+        # exist_ok: an earlier run registered them already, and that is fine
+        await am.register_organization(org, "Example Ops", exist_ok=True)
         for name in ["dispatcher", *WORKERS]:
-            with contextlib.suppress(AlreadyExists):
-                await am.register_agent(name, org, name.title())
+            await am.register_agent(name, org, name.title(), exist_ok=True)
         print("dispatcher broadcasts two notices to", ", ".join(WORKERS))
         await am.one_way.send("dispatcher", WORKERS, Notice(title="maintenance at 02:00", severity="warning"))
         await am.one_way.send("dispatcher", WORKERS, Notice(title="maintenance done"))

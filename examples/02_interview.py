@@ -6,12 +6,10 @@ embedded PostgreSQL in ``.agent-messaging/pgdata``.
 
 from __future__ import annotations
 
-import contextlib
-
 import anyio
 from pydantic import BaseModel
 
-from agent_messaging import AgentMessaging, AlreadyExists, Config, MessageContext
+from agent_messaging import AgentMessaging, Config, MessageContext
 
 
 class Line(BaseModel):
@@ -36,11 +34,10 @@ async def candidate(question: Line, ctx: MessageContext[Line]) -> Line:
 
 async def main() -> None:
     async with am:
-        with contextlib.suppress(AlreadyExists):  # already there from an earlier run
-            await am.register_organization("example-hr", "Example HR")
+        # exist_ok: an earlier run registered them already, and that is fine
+        await am.register_organization("example-hr", "Example HR", exist_ok=True)
         for name in ("interviewer", "candidate"):
-            with contextlib.suppress(AlreadyExists):
-                await am.register_agent(name, "example-hr", name.title())
+            await am.register_agent(name, "example-hr", name.title(), exist_ok=True)
         for question in ANSWERS:
             print(f"interviewer: {question}")
             answer = await am.conversation.send_and_wait("interviewer", "candidate", Line(text=question), timeout=30)

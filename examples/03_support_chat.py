@@ -6,12 +6,10 @@ embedded PostgreSQL in ``.agent-messaging/pgdata``.
 
 from __future__ import annotations
 
-import contextlib
-
 import anyio
 from pydantic import BaseModel
 
-from agent_messaging import AgentMessaging, AlreadyExists, Config
+from agent_messaging import AgentMessaging, Config
 
 
 class Chat(BaseModel):
@@ -39,11 +37,10 @@ async def support_desk(expected: int) -> None:
 
 async def main() -> None:
     async with am:
-        with contextlib.suppress(AlreadyExists):  # already there from an earlier run
-            await am.register_organization("example-shop", "Example Shop")
+        # exist_ok: an earlier run registered them already, and that is fine
+        await am.register_organization("example-shop", "Example Shop", exist_ok=True)
         for name in ("support", *CUSTOMERS):
-            with contextlib.suppress(AlreadyExists):
-                await am.register_agent(name, "example-shop", name.title())
+            await am.register_agent(name, "example-shop", name.title(), exist_ok=True)
         for name in ("support", *CUSTOMERS):  # clear what an earlier run may have left unread
             while await am.conversation.get_unread_messages(name):
                 pass

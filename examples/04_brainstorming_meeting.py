@@ -13,12 +13,11 @@ AGENT_MESSAGING_DSN set it starts the embedded PostgreSQL in ``.agent-messaging/
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 
 import anyio
 
-from agent_messaging import Agent, AgentMessaging, AlreadyExists, Config, MeetingEventType, Turn
+from agent_messaging import Agent, AgentMessaging, Config, MeetingEventType, Turn
 
 ORG = "example-brainstorm"
 run = uuid.uuid4().hex[:6]  # fresh agent ids on every run, so the example can run again on the same database
@@ -58,8 +57,7 @@ for role, agent_id in zip(IDEAS, participants, strict=True):
 
 async def main() -> None:
     async with am:
-        with contextlib.suppress(AlreadyExists):  # already there from an earlier run
-            await am.register_organization(ORG, "Example Brainstorm")
+        await am.register_organization(ORG, "Example Brainstorm", exist_ok=True)  # an earlier run may have made it
         for name in (HOST, *participants):
             await am.register_agent(name, ORG, name.split("-")[0].title())
         meeting = await am.meeting.create_meeting(HOST, participants, turn_duration=0.5)

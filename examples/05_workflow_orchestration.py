@@ -14,13 +14,12 @@ AGENT_MESSAGING_DSN set it starts the embedded PostgreSQL in ``.agent-messaging/
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 
 import anyio
 from pydantic import BaseModel
 
-from agent_messaging import AgentMessaging, AlreadyExists, Config, MessageContext
+from agent_messaging import AgentMessaging, Config, MessageContext
 
 
 class Work(BaseModel):
@@ -87,11 +86,10 @@ async def orchestrate(work: Work, ctx: MessageContext[Work]) -> None:
 
 async def main() -> None:
     async with am:
-        with contextlib.suppress(AlreadyExists):  # already there from an earlier run
-            await am.register_organization(ORG, "Example Workflow")
+        # exist_ok: an earlier run registered them already, and that is fine
+        await am.register_organization(ORG, "Example Workflow", exist_ok=True)
         for name in ("client", "orchestrator", "tracker", *(worker for worker, _ in STEPS)):
-            with contextlib.suppress(AlreadyExists):
-                await am.register_agent(name, ORG, name.title())
+            await am.register_agent(name, ORG, name.title(), exist_ok=True)
         job = f"job-{uuid.uuid4().hex[:6]}"
         print(f"client -> orchestrator: start {job}")
         await am.one_way.send("client", "orchestrator", Work(job=job, step="start", data=[]))

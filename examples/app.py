@@ -19,9 +19,7 @@ the embedded server)::
 
 from __future__ import annotations
 
-import contextlib
-
-from agent_messaging import AgentMessaging, AlreadyExists, Config, MessageContext
+from agent_messaging import AgentMessaging, Config, MessageContext
 
 ORG = "example-app"
 AGENTS = {"greeter": "Greeter", "auditor": "Auditor", "visitor": "Visitor"}
@@ -43,8 +41,6 @@ async def audit(note: str, ctx: MessageContext[str]) -> None:
 
 async def setup(am: AgentMessaging[str]) -> None:
     """Register the organization and the agents (safe to run on every start)."""
-    with contextlib.suppress(AlreadyExists):
-        await am.register_organization(ORG, "Example App")
+    await am.register_organization(ORG, "Example App", exist_ok=True)
     for external_id, name in AGENTS.items():
-        with contextlib.suppress(AlreadyExists):
-            await am.register_agent(external_id, ORG, name)
+        await am.register_agent(external_id, ORG, name, exist_ok=True)

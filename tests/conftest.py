@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -21,8 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import psqlpy
 import pytest
+import structlog
 
 from agent_messaging import AgentMessaging, Config
+from agent_messaging.cli._logging import CHATTY_LOGGERS
 from agent_messaging.persistence.database import Database
 from agent_messaging.persistence.embedded import _start, _stop
 from agent_messaging.persistence.migrations import apply_migrations
@@ -30,6 +33,26 @@ from tests._processes import Child, child_env
 
 TEMPLATE = "am_test_template"
 _counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The CLI (run in-process by some tests) configures structlog and the root logger: put them back after
+    every test, so that the next one sees the library's defaults (structlog not configured)."""
+    was_configured = structlog.is_configured()
+    saved_structlog = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    saved_chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    yield
+    if was_configured:
+        structlog.configure(**saved_structlog)
+    else:
+        structlog.reset_defaults()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    for name, level in saved_chatty.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

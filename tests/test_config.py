@@ -73,8 +73,8 @@ def test_every_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_keyword_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_MESSAGING_POOL_SIZE", "7")
     monkeypatch.setenv("AGENT_MESSAGING_DSN", URL_DSN)
-    config = Config(pool_size=3, dsn="postgresql://bob@other/db")
-    assert config.pool_size == 3
+    config = Config(pool_size=4, dsn="postgresql://bob@other/db")
+    assert config.pool_size == 4
     assert config.dsn_value() == "postgresql://bob@other/db"
 
 
@@ -90,7 +90,8 @@ def test_environment_value_of_the_wrong_type_names_the_variable(monkeypatch: pyt
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("pool_size", 2),  # the presence connection plus a pool of more than one (psqlpy's listener)
+        ("pool_size", 3),  # a pool of 2 (psqlpy's least), the LISTEN connection and the presence connection
+        ("pool_size", 2),
         ("pool_size", 1),
         ("pool_size", 0),
         ("pool_size", -3),

@@ -26,6 +26,7 @@ LAYERS: dict[str, str] = {
     "models": "leaf",
     "config": "leaf",
     "_validation": "leaf",
+    "_log": "leaf",
     "runtime": "kernel",
     "persistence": "persistence",
     "actors": "domain",

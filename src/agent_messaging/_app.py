@@ -27,8 +27,8 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 
+from ._log import get_logger
 from ._validation import check_id, check_metadata, check_name
 from .actors.agent import Agent
 from .actors.calls import Calls
@@ -56,7 +56,7 @@ from .runtime.supervisor import RestartType
 __all__ = ["AgentMessaging", "Internals", "RuntimeState", "internals"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.runtime")
+log = get_logger("agent_messaging.runtime")
 
 
 class RuntimeState(StrEnum):
@@ -156,9 +156,11 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
                 if body_error is not None:
                     raise body_error
         finally:
+            opened = self._state is RuntimeState.CLOSING  # reached OPEN: not a runtime that failed to open
             self._state = RuntimeState.CLOSED
             self._parts = None
-            log.info("runtime.closed")
+            if opened:
+                log.info("runtime.closed")
 
     async def _open_database(self, stack: contextlib.AsyncExitStack) -> Database:
         dsn = self.config.dsn_value()
@@ -166,8 +168,10 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             self._embedded = await start_embedded(self.config.embedded_data_dir)
             stack.push_async_callback(stop_embedded, self._embedded)
             dsn = self._embedded.dsn
-        # one connection of pool_size is the presence connection (persistence/presence.py)
-        db = Database(dsn, pool_size=self.config.pool_size - 1, connect_timeout=self.config.connect_timeout)
+        # pool_size counts every connection: the presence connection (persistence/presence.py) and the
+        # LISTEN connection (actors/news.py, which psqlpy opens beside the pool) are not in the pool
+        pool = self.config.pool_size - 1 - (1 if self.config.notify else 0)
+        db = Database(dsn, pool_size=pool, connect_timeout=self.config.connect_timeout)
         await db.open()
         stack.push_async_callback(db.aclose)
         if self.config.apply_migrations:
@@ -356,13 +360,21 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
     # ----------------------------------------------------- organizations/agents
 
     async def register_organization(
-        self, external_id: str, name: str, metadata: dict[str, Any] | None = None
+        self, external_id: str, name: str, metadata: dict[str, Any] | None = None, *, exist_ok: bool = False
     ) -> Organization:
-        """Register an organization; ``AlreadyExists`` if the external id is taken."""
+        """Register an organization; ``AlreadyExists`` if the external id is taken.
+
+        With ``exist_ok=True`` an organization already registered with the same name and metadata is
+        returned instead, so a program can run any number of times; one that differs still raises
+        ``AlreadyExists``, naming what differs. Safe when several processes do it at the same instant.
+        """
         self._check_open()
         assert self._organizations is not None
         return await self._organizations.create(
-            check_id(external_id, "organization external_id"), check_name(name), check_metadata(metadata)
+            check_id(external_id, "organization external_id"),
+            check_name(name),
+            check_metadata(metadata),
+            exist_ok=exist_ok,
         )
 
     async def get_organization(self, external_id: str) -> Organization:
@@ -372,14 +384,27 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         return await self._organizations.get(check_id(external_id, "organization external_id"))
 
     async def register_agent(
-        self, external_id: str, organization_external_id: str, name: str, metadata: dict[str, Any] | None = None
+        self,
+        external_id: str,
+        organization_external_id: str,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        exist_ok: bool = False,
     ) -> AgentInfo:
-        """Register an agent in an organization; ``AlreadyExists`` if a live agent has the external id."""
+        """Register an agent in an organization; ``AlreadyExists`` if a live agent has the external id.
+
+        With ``exist_ok=True`` a live agent already registered in the same organization with the same name
+        and metadata is returned instead; one that differs still raises ``AlreadyExists``, naming what differs.
+        Safe when several processes do it at the same instant.
+        """
         self._check_open()
         assert self._agents is not None
         check_id(external_id, "agent external_id")
         organization = await self.get_organization(organization_external_id)
-        agent = await self._agents.create(external_id, organization, check_name(name), check_metadata(metadata))
+        agent = await self._agents.create(
+            external_id, organization, check_name(name), check_metadata(metadata), exist_ok=exist_ok
+        )
         if self._parts is not None:
             await self._parts.host.registered(agent)
         return agent

@@ -10,41 +10,58 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Config", "redact_dsn"]
+from .errors import ConfigurationError
+
+__all__ = ["Config", "check_dsn", "dsn_host", "dsn_password", "mask_secret", "redact_dsn"]
 
 # a key=value DSN's password: libpq allows spaces around '=' and single-quoted values with backslash escapes
 _KV_PASSWORD = re.compile(r"(?i)(?<![\w.-])password\s*=\s*(?:'(?:[^'\\]|\\.)*'?|\S*)")
 
 
+def _url(dsn: str) -> tuple[str, str | None, str]:
+    """A URL DSN as (scheme, user info or None, the rest after it), never raising.
+
+    The user info ends at the *last* '@': a password holding an unencoded '@', '/', '?' or '#' is then
+    still taken whole (to hide it; :func:`check_dsn` refuses such a DSN for connecting).
+    """
+    scheme, _, rest = dsn.partition("://")
+    userinfo, at, remainder = rest.rpartition("@")
+    return (scheme, userinfo, remainder) if at else (scheme, None, rest)
+
+
+def _redact_query(text: str) -> str:
+    base, sep, query = text.partition("?")
+    if not sep:
+        return text
+    items = ["password=***" if item.lower().startswith("password=") else item for item in query.split("&") if item]
+    return f"{base}?{'&'.join(items)}"
+
+
 def redact_dsn(dsn: str) -> str:
     """Return ``dsn`` with any password replaced by ``***`` (URL or key=value form)."""
     if "://" in dsn:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{hostinfo}" if sep and _password else f"{user}@{hostinfo}"
-        query = "&".join(
-            "password=***" if item.lower().startswith("password=") else item for item in parts.query.split("&") if item
-        )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        scheme, userinfo, remainder = _url(dsn)
+        if userinfo is None:
+            return f"{scheme}://{_redact_query(remainder)}"
+        user, sep, password = userinfo.partition(":")
+        shown = f"{user}:***" if sep and password else user
+        return f"{scheme}://{shown}@{_redact_query(remainder)}"
     return _KV_PASSWORD.sub("password=***", dsn)
 
 
 def dsn_password(dsn: str) -> str | None:
     """The password written in ``dsn`` (URL or key=value form), to mask it in texts that may quote it."""
     if "://" in dsn:
-        parts = urlsplit(dsn)
-        _user, sep, password = parts.netloc.rpartition("@")[0].partition(":")
+        _scheme, userinfo, remainder = _url(dsn)
+        _user, sep, password = (userinfo or "").partition(":")
         if sep and password:
             return password
-        for item in parts.query.split("&"):
+        for item in remainder.partition("?")[2].split("&"):
             if item.lower().startswith("password="):
                 return item.split("=", 1)[1] or None
         return None
@@ -57,20 +74,77 @@ def dsn_password(dsn: str) -> str | None:
     return value or None
 
 
+#: Passwords shorter than this are masked only where they stand alone (not inside words): masking every
+#: "p" of a text would make it unreadable, and a short password inside a word gives nothing away.
+_SHORT_SECRET = 4
+
+
+def mask_secret(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` (a password) replaced by ``***``."""
+    if not secret:
+        return text
+    if len(secret) >= _SHORT_SECRET:
+        return text.replace(secret, "***")
+    return re.sub(rf"(?<![0-9A-Za-z]){re.escape(secret)}(?![0-9A-Za-z])", "***", text)
+
+
 def dsn_host(dsn: str) -> str:
-    """Best-effort host (or socket directory) named by ``dsn``, for error messages."""
+    """Best-effort host (or socket directory) named by ``dsn``, for error messages (never raises)."""
     if "://" in dsn:
-        parts = urlsplit(dsn)
-        host = parts.hostname or ""
-        for item in parts.query.split("&"):
+        _scheme, _userinfo, remainder = _url(dsn)
+        hostport = remainder
+        for stop in "/?#":
+            hostport = hostport.partition(stop)[0]
+        for item in remainder.partition("?")[2].split("&"):
             if item.startswith("host="):
-                host = item[5:]
-        port = f":{parts.port}" if parts.port else ""
-        return f"{host}{port}" or "localhost"
+                hostport = item[5:]
+        return unquote(hostport) or "localhost"
     for word in dsn.split():
         if word.startswith("host="):
             return word[5:]
     return "localhost"
+
+
+_ENCODE = (
+    "percent-encode these characters in a postgresql:// DSN (@ as %40, / as %2F, ? as %3F, # as %23; "
+    ": as %3A and % as %25 are safe too), or write the DSN in the key=value form "
+    "(host=... port=... user=... password='...' dbname=...)"
+)
+
+
+def check_dsn(dsn: str) -> str:
+    """``dsn`` if the driver can read it as meant; ``ConfigurationError`` saying how to fix it otherwise.
+
+    Catches what the driver would misread without a clear error: a URL whose user name or password holds
+    an unencoded '@', '/', '?' or '#' (the driver would take part of the password for the host, the port
+    or the database), a port that is not a number, a scheme other than postgresql://. The message never
+    quotes the DSN (it may hold the password).
+    """
+    if not dsn.strip():
+        raise ConfigurationError("the DSN is empty: set AGENT_MESSAGING_DSN to postgresql://user:password@host/db")
+    if "://" not in dsn:
+        return dsn  # the key=value form: quoting rules of its own, read by the driver
+    scheme, _, rest = dsn.partition("://")
+    if scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"the DSN starts with {scheme[:20]!r}:// where postgresql:// (or postgres://) was expected"
+        )
+    userinfo, at, after = rest.partition("@")  # the driver ends the user info at the first '@'
+    hostpart = after if at else rest
+    for stop in "/?#":
+        hostpart = hostpart.partition(stop)[0]
+    if at and (any(ch in userinfo for ch in "/?#") or "@" in after):
+        raise ConfigurationError(
+            "the DSN cannot be read as meant: its user name or password contains '@', '/', '?' or '#' "
+            f"(or an '@' appears after the host); {_ENCODE}"
+        )
+    for host in hostpart.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _host, colon, number = port.rpartition(":")
+        if colon and number and not number.isdigit():
+            hint = "" if at else " (a user name and password go before the host, followed by '@')"
+            raise ConfigurationError(f"the DSN's port is not a number{hint}; {_ENCODE}")
+    return dsn
 
 
 class Config(BaseSettings):
@@ -90,10 +164,10 @@ class Config(BaseSettings):
     apply_migrations: bool = Field(default=True, description="Apply pending schema migrations on open.")
     pool_size: int = Field(
         default=10,
-        ge=3,
+        ge=4,
         le=1000,
-        description="Connections the runtime opens in all (at least 3): its pool (which also serves the "
-        "LISTEN connection) and one presence connection.",
+        description="Connections the runtime opens to the database in all (at least 4): its pool (psqlpy's "
+        "least is 2), the LISTEN connection (when notify is on) and the presence connection.",
     )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to keep retrying the first connect.")
     persistence_timeout: float = Field(
@@ -114,7 +188,11 @@ class Config(BaseSettings):
     notify: bool = Field(default=True, description="Use LISTEN/NOTIFY to wake other processes.")
     poll_interval: float = Field(default=1.0, gt=0, description="Fallback re-check period for lost notifications.")
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds running handlers get to finish on close.")
-    log_level: str = Field(default="INFO", description="Log level used by the CLI's logging set-up.")
+    log_level: str = Field(
+        default="INFO",
+        description="A setting of the agent-messaging command line (AGENT_MESSAGING_LOG_LEVEL, or its --log-level); "
+        "the library configures no logging, so a program sets its own (logging or structlog).",
+    )
 
     def dsn_value(self) -> str | None:
         """The DSN in clear (for connecting only; never log it)."""

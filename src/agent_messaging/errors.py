@@ -7,7 +7,8 @@ the problem in words a user can act on. A DSN's password never appears in one.
 ::
 
     AgentMessagingError
-    ├── ConfigurationError            bad or missing configuration
+    ├── ConfigurationError            bad or missing configuration, a DSN that cannot be read, a
+    │                                 database server that refuses the connection (password, role...)
     ├── InvalidArgument (ValueError)  empty/too long/control-character ids, wrong types
     ├── InvalidMessage (ValueError)   payload not valid as the message model, or too large
     ├── NotFound (LookupError)
@@ -89,7 +90,12 @@ class AgentMessagingError(Exception):
 
 
 class ConfigurationError(AgentMessagingError):
-    """The configuration is missing something or contradicts itself."""
+    """The configuration is missing something or contradicts itself.
+
+    Also what a database server that answered and refused the connection raises (wrong or missing
+    password, unknown role or database, no ``pg_hba.conf`` entry): a person has to change the DSN or
+    the server, and waiting would not help, unlike ``PersistenceUnavailable``.
+    """
 
 
 class InvalidArgument(AgentMessagingError, ValueError):
@@ -109,7 +115,10 @@ class OrganizationNotFound(NotFound):
 
     def __init__(self, external_id: str) -> None:
         self.external_id = external_id
-        super().__init__(f"organization {external_id!r} not found")
+        super().__init__(
+            f"organization {external_id!r} not found: check the id, or register it first "
+            "(register_organization; exist_ok=True makes that safe to repeat)"
+        )
 
 
 class AgentNotFound(NotFound):
@@ -117,7 +126,10 @@ class AgentNotFound(NotFound):
 
     def __init__(self, external_id: str) -> None:
         self.external_id = external_id
-        super().__init__(f"agent {external_id!r} not found")
+        super().__init__(
+            f"agent {external_id!r} not found (never registered, or deregistered): check the id, or register it "
+            "first (register_agent; exist_ok=True makes that safe to repeat)"
+        )
 
 
 class MeetingNotFound(NotFound):
@@ -125,7 +137,10 @@ class MeetingNotFound(NotFound):
 
     def __init__(self, meeting_id: UUID | str) -> None:
         self.meeting_id = meeting_id
-        super().__init__(f"meeting {meeting_id} not found")
+        super().__init__(
+            f"meeting {meeting_id} not found: use the id create_meeting returned "
+            "(list_meetings, or 'agent-messaging meetings list', shows them)"
+        )
 
 
 class DeadLetterNotFound(NotFound):
@@ -133,16 +148,36 @@ class DeadLetterNotFound(NotFound):
 
     def __init__(self, dead_letter_id: int | str) -> None:
         self.dead_letter_id = dead_letter_id
-        super().__init__(f"dead letter {dead_letter_id} not found")
+        super().__init__(
+            f"dead letter {dead_letter_id} not found, or already retried: get_dead_letters (or "
+            "'agent-messaging dead-letters list') shows the open ones"
+        )
 
 
 class AlreadyExists(AgentMessagingError):
-    """An organization or agent with this external id is already registered."""
+    """An organization or agent with this external id is already registered.
 
-    def __init__(self, kind: str, external_id: str) -> None:
+    ``differences`` lists what the existing record has that a registration with
+    ``exist_ok=True`` asked differently (empty without ``exist_ok``).
+    """
+
+    def __init__(self, kind: str, external_id: str, differences: Sequence[str] = ()) -> None:
         self.kind = kind
         self.external_id = external_id
-        super().__init__(f"{kind} {external_id!r} already exists")
+        self.differences = list(differences)
+        if self.differences:
+            detail = (
+                f"{kind} {external_id!r} already exists with a different " + "; ".join(self.differences) + ": "
+                "exist_ok=True returns an existing record only when it matches; register it with the stored values "
+                "or choose another external id"
+                + (" (agent ids are unique across organizations)" if kind == "agent" else "")
+            )
+        else:
+            detail = (
+                f"{kind} {external_id!r} already exists: pass exist_ok=True to get the existing {kind} "
+                "(a program that may run more than once), or choose another external id"
+            )
+        super().__init__(detail)
 
 
 class InvalidOperation(AgentMessagingError):
@@ -155,7 +190,10 @@ class CrossOrganization(InvalidOperation):
     def __init__(self, agent: str, other: str) -> None:
         self.agent = agent
         self.other = other
-        super().__init__(f"agents {agent!r} and {other!r} belong to different organizations")
+        super().__init__(
+            f"agents {agent!r} and {other!r} belong to different organizations: agents message and meet only "
+            "within their own organization"
+        )
 
 
 class NotHost(InvalidOperation):
@@ -164,19 +202,35 @@ class NotHost(InvalidOperation):
     def __init__(self, agent: str, meeting_id: UUID, action: str = "do this") -> None:
         self.agent = agent
         self.meeting_id = meeting_id
-        super().__init__(f"agent {agent!r} is not the host of meeting {meeting_id} and cannot {action}")
+        super().__init__(
+            f"agent {agent!r} is not the host of meeting {meeting_id} and cannot {action}: only its host (the agent "
+            "that created it) can"
+        )
 
 
 class NotYourTurn(InvalidOperation):
-    """An agent tried to speak without holding the floor."""
+    """An agent tried to speak (or pass) without holding the floor, or before the meeting started.
 
-    def __init__(self, agent: str, meeting_id: UUID, floor_holder: str | None) -> None:
+    ``started`` is False when the meeting has not started yet (then nobody holds the floor).
+    """
+
+    def __init__(self, agent: str, meeting_id: UUID, floor_holder: str | None, *, started: bool | None = None) -> None:
         self.agent = agent
         self.meeting_id = meeting_id
         self.floor_holder = floor_holder
-        super().__init__(
-            f"agent {agent!r} does not hold the floor of meeting {meeting_id} (floor holder: {floor_holder!r})"
-        )
+        self.started = floor_holder is not None if started is None else started
+        if not self.started:
+            detail = (
+                f"meeting {meeting_id} has not started, so agent {agent!r} cannot speak yet: its host starts it "
+                "with start_meeting; participants call attend_meeting and wait for their turn"
+            )
+        else:
+            holder = f"{floor_holder!r} holds it" if floor_holder else "nobody holds it"
+            detail = (
+                f"agent {agent!r} does not hold the floor of meeting {meeting_id} ({holder}): wait for your turn "
+                "(attend_meeting returns when it comes; so do speak and pass_turn)"
+            )
+        super().__init__(detail)
 
 
 class TurnTimedOut(InvalidOperation):
@@ -185,7 +239,10 @@ class TurnTimedOut(InvalidOperation):
     def __init__(self, agent: str, meeting_id: UUID) -> None:
         self.agent = agent
         self.meeting_id = meeting_id
-        super().__init__(f"agent {agent!r}'s turn in meeting {meeting_id} timed out before it spoke")
+        super().__init__(
+            f"agent {agent!r}'s turn in meeting {meeting_id} timed out before it spoke, and the floor moved on: "
+            "wait for the next turn (attend_meeting); a longer turn_duration gives more time"
+        )
 
 
 class MeetingNotReady(InvalidOperation):
@@ -194,7 +251,10 @@ class MeetingNotReady(InvalidOperation):
     def __init__(self, meeting_id: UUID, absent: Sequence[str]) -> None:
         self.meeting_id = meeting_id
         self.absent = list(absent)
-        super().__init__(f"meeting {meeting_id} cannot start: absent participants {self.absent!r}")
+        super().__init__(
+            f"meeting {meeting_id} cannot start: absent participants {self.absent!r}; each must join first "
+            "(attend_meeting, or be hosted with a turn handler), then start it again"
+        )
 
 
 class LifecycleError(InvalidOperation):
@@ -231,7 +291,10 @@ class ConversationEnded(AgentMessagingError):
         self.agent_b = agent_b
         self.conversation_id = conversation_id
         self.message = message
-        super().__init__(f"conversation {conversation_id} between {agent_a!r} and {agent_b!r} ended")
+        super().__init__(
+            f"conversation {conversation_id} between {agent_a!r} and {agent_b!r} ended while waiting; sending "
+            "again starts a new conversation"
+        )
 
 
 class MeetingEnded(AgentMessagingError):
@@ -239,7 +302,7 @@ class MeetingEnded(AgentMessagingError):
 
     def __init__(self, meeting_id: UUID) -> None:
         self.meeting_id = meeting_id
-        super().__init__(f"meeting {meeting_id} has ended")
+        super().__init__(f"meeting {meeting_id} has ended: no more turns; get_meeting_history still reads it")
 
 
 class DeadlockDetected(AgentMessagingError):
@@ -247,7 +310,12 @@ class DeadlockDetected(AgentMessagingError):
 
     def __init__(self, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
-        super().__init__("deadlock: " + " -> ".join(self.cycle))
+        super().__init__(
+            "deadlock: "
+            + " -> ".join(self.cycle)
+            + " would wait on each other forever; let one of them answer without waiting "
+            "(return the reply from its handler, or use conversation.send instead of send_and_wait)"
+        )
 
 
 class HandlerError(AgentMessagingError):
@@ -269,9 +337,13 @@ class HandlerError(AgentMessagingError):
 
 
 class PersistenceUnavailable(AgentMessagingError):
-    """The database could not be reached (or a write committed) within the configured time."""
+    """The database could not be reached (or a write committed) within the configured time.
+
+    A condition that may pass: the server is down, starting or overloaded. ``detail`` is the reason.
+    """
 
     def __init__(self, detail: str, *, host: str | None = None) -> None:
+        self.detail = detail
         self.host = host
         where = f" at {host}" if host else ""
         super().__init__(f"database unavailable{where}: {detail}")
@@ -287,7 +359,10 @@ class MailboxFull(ActorError):
     def __init__(self, actor: str, capacity: float) -> None:
         self.actor = actor
         self.capacity = capacity
-        super().__init__(f"mailbox of actor {actor!r} is full ({capacity:g} messages)")
+        super().__init__(
+            f"mailbox of actor {actor!r} is full ({capacity:g} messages): use tell, which waits for room, or "
+            "give it a larger mailbox (Config.mailbox_size for hosted agents)"
+        )
 
 
 class ActorStopped(ActorError):

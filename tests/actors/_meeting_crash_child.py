@@ -19,7 +19,7 @@ from agent_messaging.models import Turn
 
 
 async def main(dsn: str, turn_duration: float) -> None:
-    am = AgentMessaging[Any](Config(dsn=dsn, pool_size=3))
+    am = AgentMessaging[Any](Config(dsn=dsn, pool_size=4))
 
     @am.register_turn_handler("h")
     async def on_turn(turn: Turn[Any]) -> str:

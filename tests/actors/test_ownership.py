@@ -13,7 +13,7 @@ from tests._helpers import eventually
 
 
 def _runtime(dsn: str, seen: list[tuple[str, Any]], tag: str) -> AgentMessaging[Any]:
-    am = AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1, connect_timeout=5))
+    am = AgentMessaging[Any](Config(dsn=dsn, pool_size=4, poll_interval=0.1, connect_timeout=5))
 
     @am.register_handler("bob")
     async def bob(message: Any, ctx: Any) -> None:
@@ -82,7 +82,7 @@ class _MeetingCreator:
         self._stop, self._closed = anyio.Event(), anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with AgentMessaging[Any](Config(dsn=self.dsn, pool_size=3, poll_interval=0.1)) as creator:
+        async with AgentMessaging[Any](Config(dsn=self.dsn, pool_size=4, poll_interval=0.1)) as creator:
             await creator.register_organization("acme", "Acme")
             for name in ("host", "p1"):
                 await creator.register_agent(name, "acme", name)
@@ -138,7 +138,7 @@ def _present(am: AgentMessaging[Any], meeting: Any) -> set[str]:
 
 async def test_the_sweep_takes_over_an_orphaned_meeting_of_a_hosted_participant(dsn: str) -> None:
     creator = _MeetingCreator(dsn)
-    heir = AgentMessaging[Any](Config(dsn=dsn, pool_size=3, poll_interval=0.1))
+    heir = AgentMessaging[Any](Config(dsn=dsn, pool_size=4, poll_interval=0.1))
 
     @heir.register_turn_handler("p1")
     async def p1(turn: Any) -> Any:

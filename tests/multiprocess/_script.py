@@ -68,6 +68,7 @@ async def main(action: str, args: list[str]) -> None:
                 report(turn=turn_view(turn))
         elif action == "reply-rounds":
             responder, waiting, folder, rounds = args[0], args[1], Path(args[2]), int(args[3])
+            report(ready=True)
             for i in range(rounds):
                 while not (folder / f"go-{i}").exists():  # noqa: ASYNC110 - a file is the test's starting gun
                     await anyio.sleep(0.001)

@@ -123,7 +123,7 @@ async def test_two_processes_replying_at_once_exactly_one_wins(
     rounds = 15
     repliers = [script("reply-rounds", "bob", "alice", str(tmp_path), str(rounds)) for _ in range(2)]
     for child in repliers:
-        await child.line("")  # started (the first output line: its runtime's log)
+        assert await reported(child, "ready")
     answers: list[Any] = []
     for i in range(rounds):
         async with anyio.create_task_group() as tg:

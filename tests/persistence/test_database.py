@@ -292,7 +292,7 @@ async def test_unreachable_dsn_raises_persistence_unavailable_without_the_passwo
 
 async def test_runtime_on_an_unreachable_dsn_raises_persistence_unavailable() -> None:
     dsn = f"postgresql://u:{SECRET}@127.0.0.1:{closed_port()}/db"
-    runtime = AgentMessaging[Any](Config(dsn=dsn, connect_timeout=0.5, pool_size=3))
+    runtime = AgentMessaging[Any](Config(dsn=dsn, connect_timeout=0.5, pool_size=4))
     with (
         structlog.testing.capture_logs() as logs,
         anyio.fail_after(30),

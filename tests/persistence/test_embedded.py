@@ -66,7 +66,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def embedded_config(data_dir: Path) -> Config:
-    return Config(embedded_data_dir=data_dir, pool_size=3, connect_timeout=10)
+    return Config(embedded_data_dir=data_dir, pool_size=4, connect_timeout=10)
 
 
 async def test_no_dsn_starts_the_embedded_server_and_a_second_run_finds_the_data(data_dir: Path) -> None:

@@ -94,7 +94,7 @@ async def test_concurrent_runtimes_apply_each_migration_once(empty_dsn: str) -> 
     opened: list[int] = []
 
     async def open_runtime(i: int) -> None:
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3, connect_timeout=5)) as am:
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=4, connect_timeout=5)) as am:
             await am.register_organization(f"org-{i}", f"Org {i}")
             opened.append(i)
 
@@ -142,7 +142,7 @@ async def test_changed_checksum_is_an_error_naming_the_file(empty_db: Database, 
         await apply_migrations(empty_db)
 
     with pytest.raises(ConfigurationError, match=r"0001_initial\.sql"):
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3)):
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=4)):
             pytest.fail("the runtime opened on a database whose migration file changed")
 
     # nothing was re-applied or rewritten
@@ -180,7 +180,7 @@ async def test_failing_migration_on_an_empty_database_leaves_it_empty(empty_db: 
 
 
 async def test_runtime_applies_migrations_on_open(empty_dsn: str) -> None:
-    async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3)) as am:
+    async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=4)) as am:
         statuses = await migration_status(internals(am).database)
         assert all(s.applied for s in statuses)
         await am.register_organization("acme", "Acme")
@@ -189,7 +189,7 @@ async def test_runtime_applies_migrations_on_open(empty_dsn: str) -> None:
 
 async def test_runtime_with_apply_migrations_off_leaves_the_database_empty(empty_dsn: str) -> None:
     with pytest.raises(ConfigurationError, match="0001_initial") as caught:
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3, apply_migrations=False)):
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=4, apply_migrations=False)):
             pytest.fail("the runtime opened on a database without its schema")
     assert "migrate" in str(caught.value)
 
@@ -204,7 +204,7 @@ async def test_runtime_with_apply_migrations_off_leaves_the_database_empty(empty
 
         # once migrated (for example by 'agent-messaging db migrate'), it opens without migrating
         await apply_migrations(database)
-        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=3, apply_migrations=False)) as am:
+        async with AgentMessaging[Any](Config(dsn=empty_dsn, pool_size=4, apply_migrations=False)) as am:
             await am.register_organization("acme", "Acme")
         assert await database.fetch_val("SELECT count(*) FROM organizations") == 1
     finally:

@@ -175,7 +175,7 @@ def test_unreachable_database_exits_non_zero(spawn: Callable[..., Runner]) -> No
     )
     assert runner.wait() == 1
     err = "".join(runner.stderr).strip()
-    assert err.startswith("error: runtime crashed:"), err
+    assert err.startswith("error: cannot open the runtime: database unavailable at 127.0.0.1:1"), err
     assert "\n" not in err, err
     assert "s3cret" not in err
     assert "Traceback" not in err

@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import structlog
 
+from .._log import get_logger
 from ..errors import AgentMessagingError, InvalidMessage
 from ..models import AgentInfo, MessageKind
 from ..persistence.store import agents as agent_store, messages as store
@@ -45,7 +46,7 @@ from .services import Services
 __all__ = ["CURRENT_AGENT", "AgentActor", "Bind", "Delivered", "HostedAgent", "answer", "failure_reply"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.agent")
+log = get_logger("agent_messaging.agent")
 
 #: The agent whose handler is running in this task (None outside handlers). Used for deadlock detection.
 CURRENT_AGENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("agent_messaging_agent", default=None)
@@ -137,7 +138,7 @@ class AgentActor(Actor[Envelope[T]]):
                 # the error, not its traceback: that goes to the caller (HandlerError.remote_traceback) and into
                 # the reply; rendered here (a console renderer's rich traceback with locals) it could block the
                 # event loop for seconds on a deep stack (a model library's), delaying the answer
-                log.warning("agent.call_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc))
+                log.warning("agent.call_failed", agent=name, message_id=str(env.id), attempt=attempt, exc_info=exc)
                 await self._reply(env, None, error=failure_reply(name, exc))
                 self.services.writer.submit_nowait([Write(store.HANDLED, (env.id, attempt))])
                 return None
@@ -152,7 +153,8 @@ class AgentActor(Actor[Envelope[T]]):
                     Write(agent_store.AGENT_RESTARTS, (hosted.agent.id, hosted.restarts, _error_text(exc))),
                 ]
             )
-            log.warning("agent.handler_failed", agent=name, message_id=str(env.id), attempt=attempt, error=repr(exc))
+            fields = {"message_id": str(env.id), "attempt": attempt, "error": repr(exc)}
+            log.warning("agent.handler_failed", agent=name, exc_info=exc, **fields)
             raise
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
@@ -179,7 +181,12 @@ class AgentActor(Actor[Envelope[T]]):
         # not dead is seeing a retry (from any process), and may queue it again.
         hosted.dead[env.id] = anyio.current_time()
         log.warning(
-            "agent.dead_letter", agent=hosted.spec.agent, message_id=str(env.id), attempts=env.attempts, error=error
+            "agent.dead_letter",
+            agent=hosted.spec.agent,
+            message_id=str(env.id),
+            attempts=env.attempts,
+            error=error,
+            exc_info=exc,
         )
 
 

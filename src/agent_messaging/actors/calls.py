@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log import get_logger
 from ..errors import ConversationEnded, HandlerError, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
 from ..persistence._rows import as_uuid, json_dict
@@ -43,7 +43,7 @@ from .services import Services
 __all__ = ["Calls", "Waiter", "error_reply", "handler_error"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.conversation")
+log = get_logger("agent_messaging.conversation")
 _EXPIRE_EVERY = 60.0
 
 

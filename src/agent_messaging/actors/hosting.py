@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log import get_logger
 from ..errors import ActorStopped
 from ..models import AgentInfo, AgentStatus, MessageKind
 from ..persistence.store import messages as store
@@ -36,7 +36,7 @@ from .services import Services
 __all__ = ["RESTART_PREFIX", "AgentHost"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.agent")
+log = get_logger("agent_messaging.agent")
 _PAGE = 500
 #: NOTIFY key prefix asking the runtime that hosts an agent to restart it (``restart:<agent id>``).
 RESTART_PREFIX = "restart:"

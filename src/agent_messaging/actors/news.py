@@ -19,15 +19,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
+from .._log import get_logger
 from ..persistence.database import Database
 from ..persistence.writer import NOTIFY_CHANNEL
 
 __all__ = ["News", "Signals", "Subscriber", "remote_key"]
 
-log = structlog.get_logger("agent_messaging.listener")
+log = get_logger("agent_messaging.listener")
 
 #: Called with the keys a NOTIFY from another runtime named, or ``None`` for "anything may have changed"
 #: (a ``*`` NOTIFY, or the sweep). Must not block: start a task for real work.

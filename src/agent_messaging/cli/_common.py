@@ -17,6 +17,8 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -25,10 +27,11 @@ import typer
 from psqlpy import exceptions as pg_exc
 from pydantic import SecretStr, ValidationError
 
-from ..config import Config, dsn_password
-from ..errors import AgentMessagingError
+from ..config import Config, dsn_password, mask_secret
+from ..errors import AgentMessagingError, ConfigurationError
 from ..persistence.database import Database
 from ..persistence.embedded import start_embedded, stop_embedded
+from ..persistence.migrations import migration_status
 
 __all__ = [
     "OPERATOR_LOG_LEVEL",
@@ -37,13 +40,16 @@ __all__ = [
     "JsonOption",
     "data_dir",
     "describe",
+    "embedded_exists",
     "fail",
+    "json_value",
     "open_database",
     "password_of",
     "print_json",
     "run_async",
     "settings",
     "table",
+    "to_json",
     "where",
 ]
 
@@ -91,8 +97,7 @@ def describe(exc: BaseException, secrets: Sequence[str] = ()) -> str:
     else:
         text = str(exc) or type(exc).__name__
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        text = mask_secret(text, secret)
     return text
 
 
@@ -147,27 +152,61 @@ def settings(dsn: str | None) -> Config:
 
 
 def data_dir(config: Config) -> Path:
+    """Where the embedded server's data directory is for this command (absolute)."""
     return (Path.cwd() / config.embedded_data_dir.expanduser()).resolve()
 
 
+def embedded_exists(config: Config) -> bool:
+    """Whether the embedded data directory of ``config`` holds a database cluster."""
+    return (data_dir(config) / "PG_VERSION").exists()
+
+
 @contextlib.asynccontextmanager
-async def open_database(config: Config) -> AsyncIterator[Database]:
-    """The command's database, open: the configured DSN, or the embedded server (stopped again after if unused)."""
+async def open_database(config: Config, *, create: bool = False, schema: bool = False) -> AsyncIterator[Database]:
+    """The command's database, open: the configured DSN, or the embedded server (stopped again after if unused).
+
+    Without ``create``, a missing embedded database is a ``ConfigurationError`` saying how to point the
+    command at one (inspecting must not create a 39 MB cluster wherever it is run). With ``schema``, a
+    database without the agent-messaging tables (or with migrations pending) is one too.
+    """
     dsn = config.dsn_value()
     embedded = None
     if dsn is None:
+        if not create and not embedded_exists(config):
+            raise ConfigurationError(
+                f"no database here: neither --dsn nor AGENT_MESSAGING_DSN is set, and {data_dir(config)} holds no "
+                "embedded database; pass --dsn, set AGENT_MESSAGING_DSN, or run the command from the project "
+                "directory (where the runtime or 'agent-messaging demo' keeps .agent-messaging/)"
+            )
         embedded = await start_embedded(data_dir(config))
         dsn = embedded.dsn
     try:
         db = Database(dsn, pool_size=2, connect_timeout=config.connect_timeout)
         await db.open()
         try:
+            if schema:
+                await _check_schema(db, config)
             yield db
         finally:
             await db.aclose()
     finally:
         if embedded is not None:
             await stop_embedded(embedded)
+
+
+async def _check_schema(db: Database, config: Config) -> None:
+    statuses = await migration_status(db)
+    pending = [s for s in statuses if not s.applied]
+    if not pending:
+        return
+    if len(pending) == len(statuses):
+        state = "has no agent-messaging tables"
+    else:
+        state = f"has {len(pending)} schema migration(s) pending"
+    raise ConfigurationError(
+        f"the database {where(config)} {state}: run 'agent-messaging db migrate' on it (with the same --dsn), or "
+        "open a runtime on it, which migrates it"
+    )
 
 
 def where(config: Config) -> str:
@@ -179,8 +218,23 @@ def _is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def json_value(value: Any) -> Any:
+    """How a value that JSON has no type for is written: ISO 8601 for times, the text of uuids and enums."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """``value`` as JSON, with :func:`json_value` for datetimes, uuids and the like."""
+    return json.dumps(value, indent=indent, default=json_value)
+
+
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+    """``value`` on stdout as indented JSON (ISO 8601 timestamps)."""
+    typer.echo(to_json(value, indent=2))
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

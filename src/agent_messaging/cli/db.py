@@ -25,7 +25,7 @@ def db_migrate(dsn: DsnOption = None, as_json: JsonOption = False) -> None:
     config = settings(dsn)
 
     async def go() -> tuple[list[str], int]:
-        async with open_database(config) as db:
+        async with open_database(config, create=True) as db:
             applied = await apply_migrations(db)
             return [_migration_name(m.version, m.name) for m in applied], len(available_migrations())
 

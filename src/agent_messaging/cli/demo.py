@@ -19,7 +19,6 @@ reports what the earlier ones left in the database.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ import typer
 from .._app import AgentMessaging, internals
 from ..actors.agent import Agent, MessageContext
 from ..config import Config
-from ..errors import AlreadyExists
 from ..models import MeetingEvent, MeetingEventType, Turn
 from ..persistence.store import messages as message_store
 from ._common import run_async, settings, where
@@ -164,11 +162,9 @@ def _build(config: Config, out: Transcript, stats: Stats) -> tuple[AgentMessagin
 
 
 async def _ensure_cast(am: AgentMessaging[str]) -> None:
-    with contextlib.suppress(AlreadyExists):
-        await am.register_organization(ORG, "Demo Company")
+    await am.register_organization(ORG, "Demo Company", exist_ok=True)
     for name in (LEAD, *NOTE_TAKERS, CHAT_PARTNER, *PANEL):
-        with contextlib.suppress(AlreadyExists):
-            await am.register_agent(name, ORG, name.title())
+        await am.register_agent(name, ORG, name.title(), exist_ok=True)
 
 
 async def _earlier(am: AgentMessaging[str]) -> tuple[int, int, int]:

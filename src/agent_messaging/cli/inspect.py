@@ -23,7 +23,17 @@ from ..models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus
 from ..persistence.database import Database, Row
 from ..persistence.store import hosts, meetings as store, messages as message_store
 from ..persistence.store.agents import Agents
-from ._common import DsnOption, JsonOption, fail, open_database, print_json, run_async, settings, table as print_table
+from ._common import (
+    DsnOption,
+    JsonOption,
+    fail,
+    open_database,
+    print_json,
+    run_async,
+    settings,
+    table as print_table,
+    to_json,
+)
 
 __all__ = ["agents_app", "dead_letters_app", "meetings_app", "messages_app"]
 
@@ -46,7 +56,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = value if isinstance(value, str) else to_json(value)
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -84,7 +94,7 @@ def agents_list(
     config = settings(dsn)
 
     async def go() -> tuple[list[Row], dict[str, Row]]:
-        async with open_database(config) as db:
+        async with open_database(config, schema=True) as db:
             rows = await Agents(db).overview(org)
             placed = {str(h["agent_id"]): h for h in await hosts.hosts(db, [uuid.UUID(str(r["id"])) for r in rows])}
             return rows, placed
@@ -174,7 +184,7 @@ def messages_list(
     _limit(limit)
 
     async def go() -> list[Row]:
-        async with open_database(config) as db:
+        async with open_database(config, schema=True) as db:
             recipient = await _agent_id(db, agent)
             source = None if sender is None else await _agent_id(db, sender)
             return await message_store.page(
@@ -235,7 +245,8 @@ def messages_list(
 
 
 def _meeting_json(status: MeetingStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json")
+    # python mode: times stay datetimes, written by to_json with isoformat() like every other timestamp
+    return status.model_dump()
 
 
 def _event_json(event: MeetingEvent[Any]) -> dict[str, Any]:
@@ -282,31 +293,43 @@ def meetings_list(
     dsn: DsnOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Meetings, newest first: state, host, floor holder, turn, participants."""
+    """Meetings, newest first: state, host, floor holder, turn, participants, when created and ended."""
     config = settings(dsn)
 
-    async def go() -> list[MeetingStatus]:
-        async with open_database(config) as db:
-            return await store.list_meetings(db, True if active else None)
+    async def go() -> list[store.MeetingListing]:
+        async with open_database(config, schema=True) as db:
+            return await store.list_meetings_with_times(db, True if active else None)
 
-    meetings = run_async(go, dsn=dsn)
+    listings = run_async(go, dsn=dsn)
     if as_json:
-        print_json([_meeting_json(m) for m in meetings])
+        print_json(
+            [
+                {
+                    **_meeting_json(m.status),
+                    "created_at": m.created_at.isoformat(),
+                    "started_at": m.started_at.isoformat() if m.started_at else None,
+                    "ended_at": m.ended_at.isoformat() if m.ended_at else None,
+                }
+                for m in listings
+            ]
+        )
         return
     lines = [
         [
-            str(m.meeting_id),
-            m.state.value,
-            m.host,
-            m.floor_holder or "-",
-            str(m.turn_number),
-            ", ".join(p.agent for p in m.participants if not p.is_host),
+            str(m.status.meeting_id),
+            m.status.state.value,
+            m.status.host,
+            m.status.floor_holder or "-",
+            str(m.status.turn_number),
+            ", ".join(p.agent for p in m.status.participants if not p.is_host),
+            _iso(m.created_at),
+            _iso(m.ended_at),
         ]
-        for m in meetings
+        for m in listings
     ]
     print_table(
-        f"{'Active meetings' if active else 'Meetings'} ({len(meetings)})",
-        ["id", "state", "host", "floor", "turn", "participants"],
+        f"{'Active meetings' if active else 'Meetings'} ({len(listings)})",
+        ["id", "state", "host", "floor", "turn", "participants", "created", "ended"],
         lines,
     )
 
@@ -323,7 +346,7 @@ def meetings_show(
     mid = _meeting_uuid(meeting_id)
 
     async def go() -> None:
-        async with open_database(config) as db:
+        async with open_database(config, schema=True) as db:
             status = await store.fetch_status(db, mid)
             if status is None:
                 raise MeetingNotFound(mid)
@@ -332,7 +355,7 @@ def meetings_show(
                 print_json({"meeting": _meeting_json(status), "events": [_event_json(e) for e in events]})
                 return
             if as_json:
-                typer.echo(json.dumps({"meeting": _meeting_json(status)}, default=str))
+                typer.echo(to_json({"meeting": _meeting_json(status)}))
             else:
                 others = ", ".join(f"{p.agent} ({p.status.value})" for p in status.participants if not p.is_host)
                 typer.echo(
@@ -344,7 +367,7 @@ def meetings_show(
             ended = status.state is MeetingState.ENDED
             while True:
                 for event in events:
-                    typer.echo(json.dumps(_event_json(event), default=str) if as_json else _event_line(event))
+                    typer.echo(to_json(_event_json(event)) if as_json else _event_line(event))
                     last = event.seq
                     ended = ended or event.type is MeetingEventType.MEETING_ENDED
                 if not follow or ended:
@@ -371,7 +394,7 @@ def dead_letters_list(
     _limit(limit)
 
     async def go() -> list[Row]:
-        async with open_database(config) as db:
+        async with open_database(config, schema=True) as db:
             who = None if agent is None else await _agent_id(db, agent)
             return await message_store.dead_letters(db, who, include_retried=include_retried, limit=limit)
 
@@ -425,7 +448,7 @@ def dead_letters_retry(
     config = settings(dsn)
 
     async def go() -> dict[str, Any]:
-        async with open_database(config) as db:
+        async with open_database(config, schema=True) as db:
             row = await message_store.retry_dead_letter(db, dead_letter_id, "cli")
             if row is None:
                 raise DeadLetterNotFound(dead_letter_id)

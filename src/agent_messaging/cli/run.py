@@ -13,8 +13,10 @@ start line on standard output, logs to standard error (console renderer on a
 terminal, JSON lines otherwise) and serves until SIGINT or SIGTERM. The first
 signal stops intake, lets running handlers finish within ``--grace`` seconds,
 flushes the persistence writer and exits 0; a second signal exits at once
-(status 130: anything acknowledged is already committed). A crash of the
-runtime exits 1 with one ``error:`` line.
+(status 130: anything acknowledged is already committed), stopping the
+embedded server first if this process started it and nobody else uses it. A
+runtime that cannot open (database refused or unreachable) or crashes exits 1
+with one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from anyio.abc import TaskStatus
 from pydantic import SecretStr
 
 from .._app import AgentMessaging, internals
-from ..errors import ConfigurationError
+from ..errors import AgentMessagingError, ConfigurationError
+from ..persistence.embedded import release_all_now
 from ..persistence.store import meetings as meeting_store, messages as message_store
 from ._common import describe, fail, password_of, where
 from ._logging import configure_logging
@@ -92,7 +95,8 @@ async def _await(value: Awaitable[Any]) -> Any:
 
 
 async def _watch_signals(stopping: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """First SIGINT/SIGTERM: set ``stopping``. Second: exit the process at once."""
+    """First SIGINT/SIGTERM: set ``stopping``. Second: leave the embedded server (stopping it if nobody else
+    uses it), then exit the process at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
@@ -102,6 +106,7 @@ async def _watch_signals(stopping: anyio.Event, *, task_status: TaskStatus[None]
                 stopping.set()
             else:
                 log.warning("run.exit_now", signal=name, note="second signal: exiting without waiting")
+                release_all_now()
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(130)
@@ -132,16 +137,22 @@ async def _start_line(am: AgentMessaging[Any], target: str, since: datetime) -> 
     )
 
 
-async def serve(am: AgentMessaging[Any], setup: SetupHook | None, target: str) -> None:
-    """Open ``am``, run ``setup``, print the start line and serve until the first signal; then close gracefully."""
+async def serve(am: AgentMessaging[Any], setup: SetupHook | None, target: str, phase: list[str]) -> None:
+    """Open ``am``, run ``setup``, print the start line and serve until the first signal; then close gracefully.
+
+    ``phase`` gets what it is doing ("open", "setup", "serve"), for the error line if it fails.
+    """
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(_watch_signals, stopping)
         try:
             since = datetime.now(UTC)
+            phase.append("open")
             async with am:
+                phase.append("setup")
                 if setup is not None:
                     await setup(am)
+                phase.append("serve")
                 typer.echo(await _start_line(am, target, since))
                 sys.stdout.flush()
                 await stopping.wait()
@@ -192,8 +203,9 @@ def run(
     if updates:
         am.config = am.config.model_copy(update=updates)
     secrets = password_of(am.config.dsn_value())
+    phase: list[str] = []
     try:
-        anyio.run(serve, am, setup, target, backend=backend)
+        anyio.run(serve, am, setup, target, phase, backend=backend)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except BaseException as exc:
@@ -201,7 +213,15 @@ def run(
             raise
         leaf = _leaf(exc)
         log.debug("run.crash_traceback", exc_info=leaf)
-        fail(f"runtime crashed: {type(leaf).__name__}: {describe(leaf, secrets)}")
+        text = describe(leaf, secrets)
+        if not isinstance(leaf, AgentMessagingError):
+            text = f"{type(leaf).__name__}: {text}"
+        where_ = phase[-1] if phase else "open"
+        if where_ == "open":
+            fail(f"cannot open the runtime: {text}")
+        if where_ == "setup":
+            fail(f"{target.partition(':')[0]}.setup(am) failed: {text}")
+        fail(f"runtime crashed: {text}")
 
 
 def _leaf(exc: BaseException) -> BaseException:

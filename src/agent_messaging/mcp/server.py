@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-import structlog
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -37,11 +36,12 @@ from .. import __version__
 from .._acting import AgentSession, explain
 from .._agent_tools import ToolSpec, param, tool_function, tool_specs
 from .._app import AgentMessaging
+from .._log import get_logger
 from ..errors import AgentMessagingError, AgentNotFound
 
 __all__ = ["build_server", "serve"]
 
-log = structlog.get_logger("agent_messaging.mcp")
+log = get_logger("agent_messaging.mcp")
 _READ_ONLY = {"list_agents", "meeting_status", "meeting_history"}
 
 

@@ -6,27 +6,36 @@ a coroutine function of a psqlpy connection (or transaction) and handed to
 :meth:`Database.run` / :meth:`Database.transaction`; it runs entirely on the
 psqlpy loop. Connection-level failures surface as ``PersistenceUnavailable``
 with the host named and no password.
+
+Opening retries only what retrying can fix: a server that is not reachable yet
+(refused, starting up, too many connections) until ``connect_timeout``, then
+``PersistenceUnavailable`` with the last error. A server that answered and
+refused us (wrong password, unknown role or database, no ``pg_hba.conf``
+entry...) and a DSN that cannot be read are ``ConfigurationError`` at once,
+with the server's reason and what to change: waiting would not help, and a
+caller that retries on ``PersistenceUnavailable`` must not spin on them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import psqlpy
-import structlog
 from psqlpy import exceptions as pg_exc
 
-from ..config import dsn_host, dsn_password, redact_dsn
-from ..errors import PersistenceUnavailable
+from .._log import get_logger
+from ..config import check_dsn, dsn_host, dsn_password, mask_secret, redact_dsn
+from ..errors import ConfigurationError, PersistenceUnavailable
 from ._bridge import Bridge, open_bridge
 
 __all__ = ["Database", "Row", "is_connection_error"]
 
 R = TypeVar("R")
 Row = dict[str, Any]
-log = structlog.get_logger("agent_messaging.persistence")
+log = get_logger("agent_messaging.persistence")
 
 _CONNECTION_ERRORS = (
     pg_exc.BaseConnectionPoolError,
@@ -54,10 +63,83 @@ _DISCONNECT_WORDS = (
 )
 
 
+_WHERE_DSN = "the DSN (AGENT_MESSAGING_DSN, Config(dsn=...), or the CLI's --dsn)"
+#: Connection failures retrying cannot fix: the server's (or the driver's) reason, and what to do about it.
+_REJECTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), fix)
+    for pattern, fix in (
+        (r"password authentication failed", f"check the user name and password in {_WHERE_DSN}"),
+        (r"authentication failed", f"check the user name and password in {_WHERE_DSN}"),
+        (r"password missing", f"the server asks for a password: add it to {_WHERE_DSN}"),
+        (
+            r'role "(?P<name>[^"]*)" does not exist',
+            "create the role (CREATE ROLE \"{name}\" LOGIN PASSWORD '...') or name an existing user in " + _WHERE_DSN,
+        ),
+        (
+            r'role "(?P<name>[^"]*)" is not permitted to log in',
+            'allow it to log in (ALTER ROLE "{name}" LOGIN) or name another user in ' + _WHERE_DSN,
+        ),
+        (
+            r'database "(?P<name>[^"]*)" does not exist',
+            'create the database (createdb "{name}", or CREATE DATABASE "{name}") or name an existing one in '
+            + _WHERE_DSN,
+        ),
+        (
+            r'permission denied for database "(?P<name>[^"]*)"',
+            'grant the user access (GRANT CONNECT ON DATABASE "{name}" TO ...) or name another user in ' + _WHERE_DSN,
+        ),
+        (
+            r"no pg_hba\.conf entry",
+            "the server's pg_hba.conf does not let this user connect to this database from here: add an entry "
+            f"for it (then reload the server) or change the user, database or host in {_WHERE_DSN}",
+        ),
+        (
+            r"error performing tls handshake|does not support tls",
+            f"the client and the server disagree on TLS: check the sslmode in {_WHERE_DSN} and the server's ssl "
+            "setting",
+        ),
+    )
+)
+_PSQLPY_PREFIXES = (
+    "Database engine pool exception: ",
+    "Error occurred while creating a new object: ",
+    "Connection pool build error: ",
+    "db error: ",
+    "FATAL: ",
+)
+
+
+def _reason(exc: BaseException, dsn: str) -> str:
+    """The driver's error text without psqlpy's wrapping (the server's own words), password masked."""
+    return _reason_text(_clean(exc, dsn))
+
+
+def connection_refused_by_server(exc: BaseException, dsn: str, host: str) -> ConfigurationError | None:
+    """The ``ConfigurationError`` for a connection failure retrying cannot fix (None for any other error)."""
+    if not isinstance(exc, pg_exc.Error) or "db error: error:" in str(exc).lower():
+        return None  # not the driver's, or a failed statement on a working connection
+    if isinstance(exc, pg_exc.ConnectionPoolBuildError | pg_exc.ConnectionPoolConfigurationError):
+        return ConfigurationError(
+            f"the DSN cannot be used: {_reason(exc, dsn)}; fix {_WHERE_DSN} (for example postgresql://user:"
+            "password@host:5432/dbname, with @ : / ? # in the password percent-encoded)"
+        )
+    text = str(exc)
+    for pattern, fix in _REJECTIONS:
+        match = pattern.search(text)
+        if match is not None:
+            names = {k: v.replace('"', "") for k, v in match.groupdict().items()}
+            return ConfigurationError(
+                f"the database server at {host} refused the connection: {_reason(exc, dsn)}; {fix.format(**names)}"
+            )
+    return None
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` means the database is unreachable (retryable), not that the statement is wrong."""
     if isinstance(exc, pg_exc.ConnectionPoolBuildError | pg_exc.ConnectionPoolConfigurationError):
         return False
+    if isinstance(exc, pg_exc.Error) and any(pattern.search(str(exc)) for pattern, _fix in _REJECTIONS):
+        return False  # the server refused us: retrying cannot help
     text = str(exc).lower()
     if "db error: error:" in text:
         return False  # the server answered with an ERROR: this statement failed, the connection is fine
@@ -70,7 +152,8 @@ class Database:
     """A psqlpy ``ConnectionPool`` plus the backend bridge. Open with :meth:`open`, close with :meth:`aclose`."""
 
     def __init__(self, dsn: str, *, pool_size: int = 10, connect_timeout: float = 10.0) -> None:
-        self._dsn = dsn
+        """``ConfigurationError`` at once for a DSN the driver would misread (see ``config.check_dsn``)."""
+        self._dsn = check_dsn(dsn)
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.host = dsn_host(dsn)
@@ -87,7 +170,11 @@ class Database:
         return self._dsn
 
     async def open(self) -> None:
-        """Create the pool and check the server answers, retrying until ``connect_timeout``."""
+        """Create the pool and check the server answers, retrying until ``connect_timeout``.
+
+        ``ConfigurationError`` at once when the server refuses the connection (wrong password, unknown role
+        or database...); ``PersistenceUnavailable`` with the last error when it does not answer in time.
+        """
         self._bridge = open_bridge()
 
         async def make_pool() -> psqlpy.ConnectionPool:
@@ -102,21 +189,33 @@ class Database:
             self._pool = await self._bridge.run(make_pool)
         except pg_exc.Error as exc:
             await self.aclose()
+            refused = connection_refused_by_server(exc, self._dsn, self.host)
+            if refused is not None:
+                raise refused from None
             raise PersistenceUnavailable(_clean(exc, self._dsn), host=self.host) from None
         delay = 0.05
-        with anyio.move_on_after(self.connect_timeout) as scope:
-            while True:
-                try:
-                    await self.fetch_val("SELECT 1")
-                    break
-                except PersistenceUnavailable as exc:
-                    log.warning("database.connect_retry", host=self.host, error=str(exc), delay=delay)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+        last = "no answer"
+        try:
+            with anyio.move_on_after(self.connect_timeout) as scope:
+                while True:
+                    try:
+                        await self.fetch_val("SELECT 1")
+                        break
+                    except PersistenceUnavailable as exc:
+                        last = exc.detail
+                        log.warning("database.connect_retry", host=self.host, error=str(exc), delay=delay)
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, 1.0)
+        except ConfigurationError:
+            await self.aclose()
+            raise
         if scope.cancelled_caught:
             await self.aclose()
             raise PersistenceUnavailable(
-                f"no answer within {self.connect_timeout:g}s (connect timeout)", host=self.host
+                f"not reachable within {self.connect_timeout:g}s (connect timeout; last error: "
+                f"{_reason_text(last)}); check that PostgreSQL is running there and accepts connections, and the "
+                f"host and port in {_WHERE_DSN}",
+                host=self.host,
             ) from None
 
     async def aclose(self) -> None:
@@ -150,6 +249,9 @@ class Database:
         try:
             return await bridge.run(call)
         except pg_exc.Error as exc:
+            refused = connection_refused_by_server(exc, self._dsn, self.host)
+            if refused is not None:
+                raise refused from None
             if is_connection_error(exc):
                 raise PersistenceUnavailable(_clean(exc, self._dsn), host=self.host) from exc
             raise
@@ -203,12 +305,20 @@ class Database:
         return self._require()[1]
 
 
+def _reason_text(text: str) -> str:
+    """``text`` without psqlpy's wrapping ("Database engine pool exception: ...", "db error: FATAL: ")."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PSQLPY_PREFIXES:
+            if text.startswith(prefix):
+                text, changed = text[len(prefix) :], True
+    return text
+
+
 def _clean(exc: BaseException, dsn: str) -> str:
     """An error text with the DSN's password removed, whatever the driver put in it."""
     text = str(exc) or type(exc).__name__
     if dsn and dsn in text:
         text = text.replace(dsn, redact_dsn(dsn))
-    secret = dsn_password(dsn)
-    if secret:
-        text = text.replace(secret, "***")
-    return text
+    return mask_secret(text, dsn_password(dsn))

@@ -19,15 +19,15 @@ from collections.abc import Sequence
 
 import anyio
 import psqlpy
-import structlog
 
+from .._log import get_logger
 from .database import Database
 from .store import hosts
 from .writer import Write
 
 __all__ = ["Presence"]
 
-log = structlog.get_logger("agent_messaging.presence")
+log = get_logger("agent_messaging.presence")
 
 class Presence:
     """This runtime's liveness lock and its claims on agents."""

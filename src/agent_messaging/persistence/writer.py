@@ -25,16 +25,16 @@ from typing import Any
 
 import anyio
 import psqlpy
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._log import get_logger
 from ..errors import PersistenceUnavailable
 from .database import Database, is_connection_error
 
 __all__ = ["JSON_COLUMNS", "NOTIFY_CHANNEL", "Statement", "Write", "Writer", "WriterStatistics", "insert_statement"]
 
-log = structlog.get_logger("agent_messaging.writer")
+log = get_logger("agent_messaging.writer")
 NOTIFY_CHANNEL = "agent_messaging"
 _NOTIFY_LIMIT = 7000
 _PARAM = re.compile(r"\$(\d+)")

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log import get_logger
 from ..errors import ActorStopped, MailboxFull
 from ._slot import Slot
 from .mailbox import Mailbox, MailboxStatistics
@@ -36,7 +36,7 @@ __all__ = ["Actor", "ActorRef", "spawn"]
 
 M = TypeVar("M")
 
-log = structlog.get_logger()
+log = get_logger("agent_messaging.actor")
 _KERNEL = object()
 
 

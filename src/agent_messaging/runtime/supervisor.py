@@ -30,9 +30,9 @@ from enum import Enum, StrEnum
 from typing import Any, Generic, TypeVar, overload
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .._log import get_logger
 from ..errors import (
     ActorStopped,
     AlreadyExists,
@@ -46,7 +46,7 @@ from .actor import Actor, ActorRef, _new_ref, _run_instance
 __all__ = ["ChildSpec", "RestartType", "Strategy", "Supervisor", "SupervisorSpec", "SupervisorStatistics"]
 
 M = TypeVar("M")
-log = structlog.get_logger()
+log = get_logger("agent_messaging.supervisor")
 
 
 class RestartType(StrEnum):

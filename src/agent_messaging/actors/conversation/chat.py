@@ -13,8 +13,8 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import anyio
-import structlog
 
+from ..._log import get_logger
 from ..._validation import check_id, check_limit, check_timeout, check_uuid
 from ...errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
 from ...models import AgentInfo, Message
@@ -26,7 +26,7 @@ from ..services import Services
 __all__ = ["DEFAULT", "ChatQueries", "Timeout"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.conversation")
+log = get_logger("agent_messaging.conversation")
 
 
 class _Default(Enum):
@@ -156,7 +156,10 @@ class ChatQueries(Generic[T]):
         name = check_id(agent, "agent")
         hosted = self.host.hosted.get(name)
         if hosted is None or hosted.ref is None or hosted.failed:
-            raise InvalidOperation(f"agent {name!r} has no running handler in this runtime")
+            raise InvalidOperation(
+                f"agent {name!r} has no running handler in this runtime: host it here first "
+                "(register_handler or host), or call this in the process that hosts it"
+            )
         count = 0
         async for env in self.host.unread(hosted):
             count += 1

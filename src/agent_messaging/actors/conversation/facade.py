@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
-import structlog
 
+from ..._log import get_logger
 from ..._validation import check_id, check_metadata, check_uuid
 from ...errors import ConversationEnded, DeadlockDetected, InvalidOperation, PersistenceUnavailable
 from ...models import AgentInfo, MessageKind
@@ -40,7 +40,7 @@ from .chat import DEFAULT, ChatQueries, Timeout
 __all__ = ["DEFAULT", "Conversations"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.conversation")
+log = get_logger("agent_messaging.conversation")
 
 
 def _pair_key(a: AgentInfo, b: AgentInfo) -> tuple[uuid.UUID, uuid.UUID]:

@@ -33,8 +33,8 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
-import structlog
 
+from ..._log import get_logger
 from ...errors import (
     ActorStopped,
     AgentMessagingError,
@@ -57,7 +57,7 @@ from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock
 __all__ = ["MeetingActor", "MeetingHandle"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 E = MeetingEventType
 Publish = Callable[[list[MeetingEvent[Any]]], None]
 
@@ -329,7 +329,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
             seat.late = False
             raise TurnTimedOut(seat.agent, self.id)
         if self.state is not MeetingState.ACTIVE or self.floor_holder != seat.agent:
-            raise NotYourTurn(seat.agent, self.id, self.floor_holder)
+            raise NotYourTurn(seat.agent, self.id, self.floor_holder, started=self.state is not MeetingState.CREATED)
 
     async def _on_speak(self, command: Command[T], seat: Seat[T]) -> None:
         self._check_floor(seat)

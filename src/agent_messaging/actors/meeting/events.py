@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..._log import get_logger
 from ...models import MeetingEvent
 from ..registry import EventHandler, Registry
 
 __all__ = ["DispatcherStatistics", "EventDispatcher"]
 
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 
 
 _QUEUE_SIZE = 10_000  # events buffered per handler; a new event for a full queue is dropped

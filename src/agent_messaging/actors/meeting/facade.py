@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-import structlog
-
+from ..._log import get_logger
 from ..._validation import check_id, check_limit, check_timeout
 from ...errors import (
     CrossOrganization,
@@ -49,7 +48,7 @@ from .types import Command, MeetingSnapshot, Op, Seat, Selector
 __all__ = ["Meetings"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 _DEFAULT: Any = object()
 _KNOWN_LIMIT = 10_000
 
@@ -329,7 +328,10 @@ class Meetings(Generic[T]):
         if name not in target.seats:
             if found.organization_id != target.organization_id:
                 raise CrossOrganization(name, target.host)
-            raise InvalidOperation(f"agent {name!r} is not a participant of meeting {target.id}")
+            raise InvalidOperation(
+                f"agent {name!r} is not a participant of meeting {target.id}: only its host and the agents "
+                "create_meeting invited take part"
+            )
         return target, found
 
     @staticmethod

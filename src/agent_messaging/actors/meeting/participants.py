@@ -21,9 +21,9 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from ..._log import get_logger
 from ...errors import AgentMessagingError, InvalidMessage, MeetingEnded, NotYourTurn, TurnTimedOut
 from ...models import ParticipantStatus, Turn
 from ...persistence._rows import as_uuid
@@ -36,7 +36,7 @@ from .types import Command, Op, clock_deadline
 __all__ = ["HostedParticipants"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 _SLACK = 0.05  # a hosted turn handler is cancelled this long after its turn's deadline
 #: Runs a participant's command wherever the meeting is run (``Meetings.command``).
 Submit = Callable[[UUID, Command[Any]], Awaitable["Turn[Any] | None"]]

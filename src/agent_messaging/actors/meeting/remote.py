@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
 
-import structlog
 from pydantic import TypeAdapter
 
+from ..._log import get_logger
 from ...errors import AgentMessagingError, MeetingEnded, error_from_json, error_to_json
 from ...models import AgentInfo, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
@@ -36,7 +36,7 @@ from .types import Command
 __all__ = ["POLL", "Poll", "RemoteCaller", "RemoteSlot", "command_key", "flush", "meeting_key", "turns_key"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 _TURN: TypeAdapter[Turn[Any] | None] = TypeAdapter(Turn[Any] | None)
 
 

@@ -21,9 +21,9 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
+from ..._log import get_logger
 from ...errors import ActorStopped, InvalidOperation, MailboxFull, MeetingEnded
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
@@ -37,7 +37,7 @@ from .types import Command, snapshot_of
 __all__ = ["MeetingRunners"]
 
 T = TypeVar("T")
-log = structlog.get_logger("agent_messaging.meeting")
+log = get_logger("agent_messaging.meeting")
 Publish = Callable[[list[MeetingEvent[Any]]], None]
 #: Called for each meeting this runtime starts running (the hosted participants attend it).
 Started = Callable[[MeetingHandle[Any]], None]

@@ -63,23 +63,55 @@ AGENT_RESTARTS = Statement(
 )
 
 
+def _differences(
+    fields: dict[str, tuple[str, str]], stored_metadata: dict[str, Any], metadata: dict[str, Any]
+) -> list[str]:
+    """What an existing record has that a repeated registration does not (empty when they match)."""
+    found = [f"{field} {stored!r} (asked: {asked!r})" for field, (stored, asked) in fields.items() if stored != asked]
+    if stored_metadata != metadata:
+        keys = sorted(
+            k
+            for k in stored_metadata.keys() | metadata.keys()
+            if stored_metadata.get(k) != metadata.get(k) or (k in stored_metadata) != (k in metadata)
+        )
+        found.append("metadata (keys that differ: " + ", ".join(map(repr, keys)) + ")")
+    return found
+
+
 class Organizations:
     """Reads and writes the organizations table."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, external_id: str, name: str, metadata: dict[str, Any]) -> Organization:
-        """Insert a new organization; ``AlreadyExists`` if the external id is taken."""
-        # ON CONFLICT also covers two processes creating the same organization at once
-        row = await self.db.fetch_row(
-            "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
-            "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id, name, metadata, created_at",
-            [new_id(), external_id, name, to_json(metadata)],
-        )
-        if row is None:
-            raise AlreadyExists("organization", external_id)
-        return organization_from_row(row)
+    async def create(
+        self, external_id: str, name: str, metadata: dict[str, Any], *, exist_ok: bool = False
+    ) -> Organization:
+        """Insert a new organization; ``AlreadyExists`` if the external id is taken.
+
+        With ``exist_ok`` an existing organization with the same name and metadata is returned instead
+        (``AlreadyExists`` naming what differs otherwise).
+        """
+        while True:
+            # ON CONFLICT also covers two processes creating the same organization at once: the loser
+            # waits for the winner's commit, inserts nothing, and its next statement sees the winner's row
+            row = await self.db.fetch_row(
+                "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
+                "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id, name, metadata, created_at",
+                [new_id(), external_id, name, to_json(metadata)],
+            )
+            if row is not None:
+                return organization_from_row(row)
+            if not exist_ok:
+                raise AlreadyExists("organization", external_id)
+            try:
+                existing = await self.get(external_id)
+            except OrganizationNotFound:  # pragma: no cover - organizations are never deleted
+                continue
+            differences = _differences({"name": (existing.name, name)}, existing.metadata, metadata)
+            if differences:
+                raise AlreadyExists("organization", external_id, differences)
+            return existing
 
     async def get(self, external_id: str) -> Organization:
         """The organization with this external id, or ``OrganizationNotFound``."""
@@ -99,20 +131,47 @@ class Agents:
         self.db = db
 
     async def create(
-        self, external_id: str, organization: Organization, name: str, metadata: dict[str, Any]
+        self,
+        external_id: str,
+        organization: Organization,
+        name: str,
+        metadata: dict[str, Any],
+        *,
+        exist_ok: bool = False,
     ) -> AgentInfo:
-        """Insert a live agent; ``AlreadyExists`` if a live agent has the external id."""
-        row = await self.db.fetch_row(
-            "INSERT INTO agents (id, organization_id, external_id, name, metadata) "
-            "VALUES ($1, $2, $3, $4, $5::text::jsonb) "
-            "ON CONFLICT (external_id) WHERE deregistered_at IS NULL DO NOTHING "
-            "RETURNING id, external_id, organization_id, $6::text AS organization_external_id, "
-            "name, metadata, status, created_at",
-            [new_id(), organization.id, external_id, name, to_json(metadata), organization.external_id],
-        )
-        if row is None:
-            raise AlreadyExists("agent", external_id)
-        return agent_from_row(row)
+        """Insert a live agent; ``AlreadyExists`` if a live agent has the external id.
+
+        With ``exist_ok`` an existing live agent of the same organization, name and metadata is returned
+        instead (``AlreadyExists`` naming what differs otherwise).
+        """
+        while True:
+            row = await self.db.fetch_row(
+                "INSERT INTO agents (id, organization_id, external_id, name, metadata) "
+                "VALUES ($1, $2, $3, $4, $5::text::jsonb) "
+                "ON CONFLICT (external_id) WHERE deregistered_at IS NULL DO NOTHING "
+                "RETURNING id, external_id, organization_id, $6::text AS organization_external_id, "
+                "name, metadata, status, created_at",
+                [new_id(), organization.id, external_id, name, to_json(metadata), organization.external_id],
+            )
+            if row is not None:
+                return agent_from_row(row)
+            if not exist_ok:
+                raise AlreadyExists("agent", external_id)
+            try:
+                existing = await self.get(external_id)
+            except AgentNotFound:  # deregistered between the two statements: insert again
+                continue
+            differences = _differences(
+                {
+                    "organization": (existing.organization_external_id, organization.external_id),
+                    "name": (existing.name, name),
+                },
+                existing.metadata,
+                metadata,
+            )
+            if differences:
+                raise AlreadyExists("agent", external_id, differences)
+            return existing
 
     async def get(self, external_id: str) -> AgentInfo:
         """The live agent with this external id, or ``AgentNotFound``."""

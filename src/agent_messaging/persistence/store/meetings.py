@@ -29,6 +29,7 @@ __all__ = [
     "PARTICIPANT",
     "PARTICIPANT_STATE",
     "STATE",
+    "MeetingListing",
     "MeetingRow",
     "SeatRow",
     "count_active",
@@ -38,6 +39,7 @@ __all__ = [
     "fetch_meeting",
     "fetch_status",
     "list_meetings",
+    "list_meetings_with_times",
     "load_active",
     "meetings_of",
     "participants_of",
@@ -154,8 +156,21 @@ class MeetingRow:
     turn_number: int
     turn_deadline: datetime | None
     last_seq: int
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
     seats: list[SeatRow] = field(default_factory=list)
     events: list[MeetingEvent[Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MeetingListing:
+    """A meeting's status with when it was created, started and ended (for operators' listings)."""
+
+    status: MeetingStatus
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
 
 
 class _SeatLike(Protocol):
@@ -219,7 +234,8 @@ async def fetch_events(db: Database, decode: Decode, after: dict[uuid.UUID, int]
 
 
 _MEETING_SELECT = """SELECT m.id, m.organization_id, h.external_id AS host, m.status, m.turn_duration,
-    m.speaker_selection, f.external_id AS floor_holder, m.turn_number, m.turn_deadline, m.last_seq, m.created_at
+    m.speaker_selection, f.external_id AS floor_holder, m.turn_number, m.turn_deadline, m.last_seq, m.created_at,
+    m.started_at, m.ended_at
     FROM meetings m JOIN agents h ON h.id = m.host_id LEFT JOIN agents f ON f.id = m.floor_holder"""
 
 
@@ -235,6 +251,9 @@ def _meeting(row: Row) -> MeetingRow:
         turn_number=int(row["turn_number"]),
         turn_deadline=row["turn_deadline"],
         last_seq=int(row["last_seq"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
     )
 
 
@@ -332,11 +351,19 @@ async def fetch_state(db: Database, meeting_id: uuid.UUID) -> MeetingState | Non
 
 async def list_meetings(db: Database, active: bool | None) -> list[MeetingStatus]:
     """Meetings as stored, newest first: all, only those not ended (``active=True``) or only ended ones."""
+    return [listing.status for listing in await list_meetings_with_times(db, active)]
+
+
+async def list_meetings_with_times(db: Database, active: bool | None) -> list[MeetingListing]:
+    """Like :func:`list_meetings`, each with when it was created, started and ended."""
     where = {None: "", True: " WHERE m.status <> 'ended'", False: " WHERE m.status = 'ended'"}[active]
-    rows = await db.fetch(f"{_MEETING_SELECT}{where} ORDER BY m.created_at DESC")
+    rows = await db.fetch(f"{_MEETING_SELECT}{where} ORDER BY m.created_at DESC, m.id")
     meetings = {m.id: m for m in map(_meeting, rows)}
     await _attach_seats(db, meetings)
-    return [status_of(m) for m in meetings.values()]
+    return [
+        MeetingListing(status_of(m), created_at=m.created_at, started_at=m.started_at, ended_at=m.ended_at)
+        for m in meetings.values()
+    ]
 
 
 async def count_active(db: Database) -> int:
