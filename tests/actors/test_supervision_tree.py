@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from agent_messaging import AgentMessaging, Config, MessageContext, MeetingEventType, Turn
+from agent_messaging import AgentMessaging, Config, MeetingEventType, MessageContext, Turn
 from agent_messaging._app import internals
 from tests._helpers import eventually
 
