@@ -31,7 +31,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from ..errors import ConversationEnded, LifecycleError, ReplyTimeout
+from ..errors import ConversationEnded, InvalidMessage, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
 from ..persistence._rows import as_uuid
 from ..persistence.store import conversations as store, messages as message_store
@@ -217,7 +217,14 @@ class Calls(Generic[T]):
             waiter = self.by_id.get(as_uuid(row["request_id"]))
             if waiter is None:
                 continue
-            payload = None if row["payload"] is None else self.services.codec.decode(row["payload"])
+            try:
+                payload = None if row["payload"] is None else self.services.codec.decode(row["payload"], "reply")
+            except InvalidMessage as exc:  # stored by another client or version: the caller learns it now
+                if row["what"] == "end":
+                    payload = None
+                else:
+                    waiter.fail(exc)
+                    continue
             if row["what"] == "end":
                 cid = as_uuid(row["message_id"])
                 waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, cid, payload))

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
-from ..._validation import check_id, check_metadata
-from ...errors import ConversationEnded, InvalidArgument, InvalidOperation, PersistenceUnavailable
+from ..._validation import check_id, check_metadata, check_uuid
+from ...errors import ConversationEnded, InvalidOperation, PersistenceUnavailable
 from ...models import AgentInfo, MessageKind
 from ...persistence._rows import as_uuid, optional_uuid
 from ...persistence.store import conversations as store
@@ -114,20 +114,20 @@ class Conversations(ChatQueries[T]):
                 self.graph.remove(caller, b.external_id)
 
     async def reply(
-        self, responder: str, waiting_agent: str, message: T, *, request_id: uuid.UUID | None = None
+        self, responder: str, waiting_agent: str, message: T, *, request_id: uuid.UUID | str | None = None
     ) -> uuid.UUID:
         """Answer a request of ``waiting_agent`` to ``responder``; returns the reply's message id.
 
         Without ``request_id`` it answers the oldest unanswered request from ``waiting_agent`` (whether or
         not its caller still waits: a caller that timed out finds the reply in its unread messages).
+        ``request_id`` is a ``UUID`` or a str that spells one.
 
         :raises InvalidOperation: nothing to answer, or the request is already answered / not theirs.
         """
         r, w = await self._agents(responder, waiting_agent, ("responder", "waiting_agent"))
         value, text = self.services.codec.prepare(message, "reply")
         if request_id is not None:
-            if not isinstance(request_id, uuid.UUID):
-                raise InvalidArgument(f"request_id must be a UUID, not {type(request_id).__name__}")
+            request_id = check_uuid(request_id, "request_id")
             if self.calls.answered(request_id):
                 raise InvalidOperation(f"request {request_id} is already answered")
             row = await store.request(self.services.db, request_id)

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import structlog
 
-from ..._validation import check_id, check_limit, check_timeout
+from ..._validation import check_cursor, check_id, check_limit, check_timeout
 from ...errors import (
     CrossOrganization,
     InvalidArgument,
@@ -257,8 +257,7 @@ class Meetings(Generic[T]):
     ) -> list[MeetingEvent[T]]:
         """Committed history entries with ``seq > after_seq`` (gap-free per meeting), oldest first."""
         mid = _meeting_id(meeting_id)
-        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
-            raise InvalidArgument(f"after_seq must be a non-negative int, not {after_seq!r}")
+        check_cursor(after_seq, "after_seq")
         check_limit(limit, "limit", 10_000)
         events = await store.fetch_history(self.services.db, self.services.codec.decode, mid, after_seq, limit)
         if not events and mid not in self.runners.handles and await store.fetch_state(self.services.db, mid) is None:

@@ -110,10 +110,11 @@ async def request(db: Database, message_id: uuid.UUID) -> Row | None:
 
 
 _REPLIES_AND_ENDS = """
-SELECT m.in_reply_to AS request_id, m.id AS message_id, m.payload, m.read_at IS NULL AS unread, 'reply' AS what
+SELECT m.in_reply_to AS request_id, m.id AS message_id, m.payload::text AS payload, m.read_at IS NULL AS unread,
+       'reply' AS what
   FROM messages m WHERE m.in_reply_to = ANY($1::uuid[]) AND m.kind = 'reply'
 UNION ALL
-SELECT q.id, c.id, (SELECT e.payload FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
+SELECT q.id, c.id, (SELECT e.payload::text FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
                     ORDER BY e.seq DESC LIMIT 1), false, 'end'
   FROM messages q JOIN conversations c ON c.id = q.conversation_id
  WHERE q.id = ANY($1::uuid[]) AND c.status = 'ended' AND c.ended_at > q.created_at
