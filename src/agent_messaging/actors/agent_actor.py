@@ -23,7 +23,8 @@ from typing import Any, Generic, TypeVar
 import anyio
 import structlog
 
-from ..errors import InvalidMessage
+from .._validation import storable_text
+from ..errors import InvalidMessage, PersistenceUnavailable
 from ..models import AgentInfo, MessageKind
 from ..persistence.store import agents as agent_store, messages as store
 from ..persistence.writer import Write
@@ -146,24 +147,31 @@ class AgentActor(Actor[Envelope[T]]):
         return result
 
     async def _reply(self, request: Envelope[T], result: Any) -> None:
-        """A hosted handler returned ``result`` for ``request``: record it as the reply."""
+        """A hosted handler returned ``result`` for ``request``: record it as the reply.
+
+        A reply that cannot be stored (invalid, too large, or refused by the database) reaches a caller
+        waiting in this process at once as ``InvalidMessage``; only an unreachable database is raised
+        (the handler is retried, since its message is not marked handled).
+        """
         try:
             value, text = self.services.codec.prepare(result, "reply")
-        except InvalidMessage as exc:
+            directory = self.services.directory
+            responder = await directory.by_id(request.recipient_id)
+            waiting = await directory.by_id(request.sender_id)
+            env, consumed = await self.calls.record_reply(
+                responder, waiting, request.id, request.conversation_id, value, text
+            )
+        except PersistenceUnavailable:
+            raise
+        except Exception as exc:
             log.warning(
                 "conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=str(exc)
             )
             waiter = self.calls.by_id.get(request.id)
             if waiter is not None:
-                problem = f"{request.recipient!r} replied to request {request.id} with an invalid value: {exc}"
-                waiter.fail(InvalidMessage(problem))
+                problem = f"{request.recipient!r} replied to request {request.id} with a value that cannot be stored"
+                waiter.fail(InvalidMessage(f"{problem}: {exc}"))
             return
-        directory = self.services.directory
-        responder = await directory.by_id(request.recipient_id)
-        waiting = await directory.by_id(request.sender_id)
-        env, consumed = await self.calls.record_reply(
-            responder, waiting, request.id, request.conversation_id, value, text
-        )
         if not consumed:
             await self.delivered([env])
 
@@ -185,4 +193,4 @@ class AgentActor(Actor[Envelope[T]]):
 
 
 def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:4000]
+    return storable_text(f"{type(exc).__name__}: {exc}")

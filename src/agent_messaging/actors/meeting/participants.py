@@ -75,6 +75,8 @@ class HostedParticipants(Generic[T]):
             pass
         except AgentMessagingError as exc:
             log.warning("meeting.hosted_agent_stopped", meeting=str(handle.id), agent=agent, error=str(exc))
+        except Exception:  # never let one participant take the runtime's other tasks down
+            log.exception("meeting.hosted_agent_failed", meeting=str(handle.id), agent=agent)
 
     async def _take_turn(self, handle: MeetingHandle[T], agent: str, handler: TurnHandler, turn: Turn[T]) -> Turn[T]:
         reply: Any = None
