@@ -47,8 +47,10 @@ class OneWay(Generic[T]):
 
         :raises AgentNotFound: the sender or a recipient is not a registered agent.
         :raises CrossOrganization: a recipient belongs to another organization.
-        :raises InvalidMessage: the payload is not a valid ``T`` or is too large.
-        :raises InvalidArgument: malformed ids or metadata.
+        :raises InvalidMessage: the payload is not a valid ``T``, holds what PostgreSQL cannot store (NUL,
+            lone surrogates, NaN...: the error names the path; see ``docs/limits.md``), or is larger than
+            ``Config.max_message_bytes``.
+        :raises InvalidArgument: malformed ids or metadata (at most 64 KiB of JSON).
         """
         names = check_ids(recipients)
         meta = check_metadata(metadata)

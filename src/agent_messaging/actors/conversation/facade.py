@@ -81,7 +81,8 @@ class Conversations(ChatQueries[T]):
         :raises ConversationEnded: the conversation was ended while waiting.
         :raises DeadlockDetected: a handler's call would close a cycle of agents waiting on each other.
         :raises InvalidOperation: ``sender`` is ``recipient``.
-        :raises AgentNotFound, CrossOrganization, InvalidMessage, InvalidArgument: bad input (nothing written).
+        :raises AgentNotFound, CrossOrganization, InvalidMessage, InvalidArgument: bad input (nothing written;
+            the rules are in ``docs/limits.md``; ``timeout`` is at most 30 days).
         """
         limit = self._timeout(timeout)
         a, b = await self._agents(sender, recipient)
