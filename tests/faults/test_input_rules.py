@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from agent_messaging import (
     AgentMessaging,
+    AgentMessagingError,
     Config,
     InvalidArgument,
     InvalidMessage,
@@ -349,3 +350,35 @@ async def test_meeting_ids_and_request_ids_refuse_junk_alike(am: AM) -> None:
             await am.conversation.reply("bob", "alice", "x", request_id=junk)  # type: ignore[arg-type]
     with pytest.raises(InvalidOperation):
         await am.conversation.reply("bob", "alice", "x", request_id=str(uuid.uuid4()))
+
+
+async def test_a_meeting_actor_that_dies_of_a_driver_error_fails_its_callers_typed(dsn: str) -> None:
+    config = Config(dsn=dsn, pool_size=4, agent_max_restarts=0)  # the meeting supervisor gives up at once
+    async with AgentMessaging[str](config) as am:
+        await setup(am, "h", "p1", "p2")
+        mid = await am.meeting.create_meeting("h", ["p1", "p2"], turn_duration=0.2)
+        errors: dict[str, BaseException] = {}
+
+        async def call(name: str, fn: Any, *args: Any) -> None:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                errors[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            for name in ("p1", "p2"):
+                tg.start_soon(call, name, am.meeting.attend_meeting, name, mid)
+            with anyio.fail_after(10):
+                while any(  # noqa: ASYNC110 - the attends are in the meeting actor's hands
+                    p.status.value != "present" for p in (await am.meeting.get_meeting_status(mid)).participants
+                ):
+                    await anyio.sleep(0.01)
+            # the database refuses the timeout's history row: the actor cannot go on and dies of a driver error
+            await internals(am).database.execute(
+                "ALTER TABLE meeting_events ADD CONSTRAINT no_timeouts CHECK (type <> 'agent_timed_out') NOT VALID"
+            )
+            tg.start_soon(call, "h", am.meeting.start_meeting, "h", mid, "opening")
+        assert set(errors) == {"h", "p2"}  # p1 got its turn; the others were still waiting when it died
+        for error in errors.values():
+            assert isinstance(error, AgentMessagingError)
+            assert "failed" in str(error)

@@ -23,7 +23,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from ...errors import ActorStopped, MeetingEnded
+from ...errors import ActorStopped, AgentMessagingError, MeetingEnded
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
 from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
@@ -115,7 +115,9 @@ class MeetingRunners(Generic[T]):
         handle = self.handles.pop(UUID(name), None)
         if handle is not None:
             log.error("meeting.gave_up", meeting=name, error=repr(exc))
-            handle.fail_waiters(exc)
+            # the waiting callers get a library error, whatever the actor died of (a driver error, say)
+            error = exc if isinstance(exc, AgentMessagingError) else ActorStopped(f"meeting {name}", f"failed: {exc!r}")
+            handle.fail_waiters(error)
 
     async def submit(self, handle: MeetingHandle[T], command: Command[T]) -> Turn[T] | None:
         """Hand ``command`` to the meeting's actor and wait for its result (``MeetingEnded`` once it ended)."""
