@@ -162,6 +162,7 @@ class Arg:
 
     valid: st.SearchStrategy[Any]
     hostile: st.SearchStrategy[Any]
+    kind: str = ""
 
 
 def poison(clean: Any, bad: Any, depth: int) -> Any:
@@ -174,7 +175,7 @@ def poison(clean: Any, bad: Any, depth: int) -> Any:
 #: A valid JSON value with exactly one thing PostgreSQL cannot store somewhere inside.
 POISONED = st.builds(poison, CLEAN_JSON, BAD_LEAF, st.integers(0, 4))
 NOT_A_STR = st.sampled_from(WRONG_TYPES)
-PAYLOAD = Arg(CLEAN_JSON, st.one_of(POISONED, POISONED, MIXED_JSON, DEEP, HUGE_TEXT, HOSTILE))
+PAYLOAD = Arg(CLEAN_JSON, st.one_of(POISONED, POISONED, MIXED_JSON, DEEP, HUGE_TEXT, HOSTILE), "payload")
 METADATA = Arg(
     st.one_of(st.none(), st.dictionaries(CLEAN_TEXT, CLEAN_JSON, max_size=4)),
     st.one_of(
@@ -184,6 +185,7 @@ METADATA = Arg(
         DEEP.map(lambda deep: {"deep": deep}),
         HOSTILE,
     ),
+    "metadata",
 )
 NAME = Arg(CLEAN_TEXT.filter(str.strip), st.one_of(HOSTILE_TEXT, NOT_A_STR))
 WAIT_TIMEOUT = Arg(
@@ -212,7 +214,7 @@ def ids(*valid: str) -> Arg:
 
 def maybe(arg: Arg) -> Arg:
     """``arg`` or None."""
-    return Arg(st.one_of(st.none(), arg.valid), arg.hostile)
+    return Arg(st.one_of(st.none(), arg.valid), arg.hostile, arg.kind)
 
 
 def any_of(*args: Arg) -> Arg:
@@ -298,11 +300,31 @@ class Fuzz:
     started: float = field(default_factory=time.monotonic)
     stage: Stage | None = None
     mood: int = 0
+    target: int = 0
+    position: int = 0
+
+    def begin(self, data: st.DataObject) -> None:
+        """A new example: how hostile its arguments are.
+
+        0: all valid; 1: each one in three; 2: each one in two; 3: exactly one; 4: only the payload;
+        5: only the metadata.
+        """
+        self.examples += 1
+        self.mood = data.draw(st.sampled_from([0, 1, 2, 3, 3, 4, 4, 5]), label="mood")
+        self.target = data.draw(st.integers(0, 4), label="the hostile argument (mood 3)")
+        self.position = 0
 
     def draw(self, data: st.DataObject, arg: Arg, label: str) -> Any:
-        """One argument: valid or hostile, by this example's mood (0: all valid, 1: some hostile, 2: half)."""
+        """One argument: valid or hostile, by this example's mood."""
+        self.position += 1
         if self.mood == 0:
             hostile = False
+        elif self.mood == 3:
+            hostile = self.position - 1 == self.target
+        elif self.mood == 4:
+            hostile = arg.kind == "payload"
+        elif self.mood == 5:
+            hostile = arg.kind == "metadata"
         elif self.mood == 1:
             hostile = data.draw(st.integers(0, 2), label=f"{label} is hostile (0)") == 0
         else:
@@ -539,6 +561,12 @@ def _one_way_dead_letters(fuzz: Fuzz, data: st.DataObject) -> None:
 # ---------------------------------------------------------------------------------------- am.conversation
 
 
+def pair(fuzz: Fuzz, data: st.DataObject, first: str, second: str) -> tuple[Any, Any]:
+    """Two agents of a conversation; valid ones are two different agents (one may be of another organization)."""
+    a = fuzz.draw(data, ids(*PEOPLE), first)
+    return a, fuzz.draw(data, ids(*(p for p in PEOPLE if p != a)), second)
+
+
 def claim_newest(fuzz: Fuzz, agent: str, sender: str, message_id: uuid.UUID, message: Any) -> None:
     """The message ``sender`` just committed for ``agent`` is claimed and reads back equal."""
     claimed = fuzz.run(fuzz.am.conversation.get_unread_messages, agent, from_agent=sender, limit=10_000)
@@ -550,7 +578,7 @@ def claim_newest(fuzz: Fuzz, agent: str, sender: str, message_id: uuid.UUID, mes
 
 @fuzzes("conversation", "send")
 def _chat_send(fuzz: Fuzz, data: st.DataObject) -> None:
-    sender, recipient = fuzz.draw(data, ids(*PEOPLE), "sender"), fuzz.draw(data, ids(*PEOPLE), "recipient")
+    sender, recipient = pair(fuzz, data, "sender", "recipient")
     message, metadata = fuzz.draw(data, PAYLOAD, "message"), fuzz.draw(data, METADATA, "metadata")
     ok, message_id = fuzz.call(
         "conversation.send", fuzz.am.conversation.send, sender, recipient, message, metadata=metadata
@@ -562,7 +590,7 @@ def _chat_send(fuzz: Fuzz, data: st.DataObject) -> None:
 @fuzzes("conversation", "send_and_wait")
 def _send_and_wait(fuzz: Fuzz, data: st.DataObject) -> None:
     # nobody answers: a valid call ends in ReplyTimeout, and leaves a request for reply() to answer
-    sender, recipient = fuzz.draw(data, ids(*PEOPLE), "sender"), fuzz.draw(data, ids(*PEOPLE), "recipient")
+    sender, recipient = pair(fuzz, data, "sender", "recipient")
     message, timeout = fuzz.draw(data, PAYLOAD, "message"), fuzz.draw(data, WAIT_TIMEOUT, "timeout")
     call = fuzz.am.conversation.send_and_wait
     fuzz.call("send_and_wait", call, sender, recipient, message, timeout=timeout, may_time_out=True)
@@ -577,7 +605,7 @@ async def _recent_requests(am: AM) -> list[uuid.UUID]:
 
 @fuzzes("conversation", "reply")
 def _reply(fuzz: Fuzz, data: st.DataObject) -> None:
-    responder, waiting = fuzz.draw(data, ids(*PEOPLE), "responder"), fuzz.draw(data, ids(*PEOPLE), "waiting_agent")
+    responder, waiting = pair(fuzz, data, "responder", "waiting_agent")
     # which recent request (by position: the draws must not depend on what the database holds)
     choice = fuzz.draw(
         data,
@@ -597,7 +625,7 @@ def _reply(fuzz: Fuzz, data: st.DataObject) -> None:
 
 @fuzzes("conversation", "end_conversation")
 def _end_conversation(fuzz: Fuzz, data: st.DataObject) -> None:
-    a, b = fuzz.draw(data, ids(*PEOPLE), "agent_a"), fuzz.draw(data, ids(*PEOPLE), "agent_b")
+    a, b = pair(fuzz, data, "agent_a", "agent_b")
     message = fuzz.draw(data, maybe(PAYLOAD), "message")
     ok, _ = fuzz.call("end_conversation", fuzz.am.conversation.end_conversation, a, b, message=message)
     if ok and message is not None:
@@ -610,7 +638,8 @@ def _end_conversation(fuzz: Fuzz, data: st.DataObject) -> None:
 
 @fuzzes("conversation", "get_unread_messages", "wait_for_message")
 def _claims(fuzz: Fuzz, data: st.DataObject) -> None:
-    agent, from_agent = fuzz.draw(data, ids(*PEOPLE), "agent"), fuzz.draw(data, maybe(ids(*PEOPLE)), "from_agent")
+    agent = fuzz.draw(data, ids(*PEOPLE), "agent")
+    from_agent = fuzz.draw(data, maybe(ids(*(p for p in PEOPLE if p != agent))), "from_agent")
     conversation = fuzz.am.conversation
     if data.draw(st.booleans()):
         limit = fuzz.draw(data, LIMIT, "limit")
@@ -624,7 +653,7 @@ def _claims(fuzz: Fuzz, data: st.DataObject) -> None:
 @fuzzes("conversation", "get_messages_from_agent", "get_conversation_history", "resume_agent_handler")
 def _conversation_reads(fuzz: Fuzz, data: st.DataObject) -> None:
     which = data.draw(st.sampled_from(["get_messages_from_agent", "get_conversation_history", "resume_agent_handler"]))
-    agent, other = fuzz.draw(data, ids(*PEOPLE), "agent"), fuzz.draw(data, ids(*PEOPLE), "other")
+    agent, other = pair(fuzz, data, "agent", "other")
     conversation = fuzz.am.conversation
     if which == "get_messages_from_agent":
         fuzz.call(
@@ -837,8 +866,7 @@ def hostile(facade: str, backend: str, config: Config, capsys: pytest.CaptureFix
         @given(data=st.data())
         @settings(HOSTILE_SETTINGS, max_examples=EXAMPLES[facade])
         def example(data: st.DataObject) -> None:
-            fuzz.examples += 1
-            fuzz.mood = data.draw(st.sampled_from([0, 1, 1, 2]), label="mood")
+            fuzz.begin(data)
             name = data.draw(st.sampled_from(sorted(FUZZERS[facade])), label="method")
             FUZZERS[facade][name](fuzz, data)
 
