@@ -225,7 +225,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         runners: MeetingRunners[T] = MeetingRunners(services, registry, events.publish)
         meetings: Meetings[T] = Meetings(services, registry, runners)
         participants: HostedParticipants[T] = HostedParticipants(services, registry, host.takes_turns)
-        participants.submit = meetings.command
+        participants.submit = meetings._participant_command
         host.on_turns_taken = participants.turns_taken
         runners.on_started.append(participants.attend_local)
         parts = Internals(

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._validation import MAX_TIMEOUT
 from .errors import ConfigurationError
 
 __all__ = ["Config", "check_dsn", "dsn_host", "dsn_password", "mask_secret", "redact_dsn"]
@@ -173,8 +174,12 @@ class Config(BaseSettings):
     persistence_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may wait for the database before PersistenceUnavailable."
     )
-    default_reply_timeout: float | None = Field(default=60.0, gt=0, description="send_and_wait timeout.")
-    default_turn_duration: float | None = Field(default=None, gt=0, description="Meeting turn length in seconds.")
+    default_reply_timeout: float | None = Field(
+        default=60.0, gt=0, le=MAX_TIMEOUT, description="send_and_wait timeout (at most 30 days)."
+    )
+    default_turn_duration: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT, description="Meeting turn length in seconds (at most 30 days)."
+    )
     mailbox_size: int = Field(default=1000, ge=1, description="Capacity of each actor's mailbox.")
     writer_batch_size: int = Field(default=1000, ge=1, le=3000, description="Most writes in one group commit.")
     writer_linger: float = Field(default=0.0005, ge=0, le=0.05, description="Seconds the writer waits to fill a batch.")

@@ -102,8 +102,12 @@ async def test_reply_from_another_task_matches_by_id(am: AM) -> None:
         await am.conversation.reply("bob", "alice", "twice", request_id=requests[0].id)
     with pytest.raises(InvalidOperation, match="not a request"):
         await am.conversation.reply("bob", "alice", "unknown", request_id=uuid.uuid4())
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument, match="request_id must be a UUID"):
         await am.conversation.reply("bob", "alice", "bad", request_id="nope")
+    with pytest.raises(InvalidArgument, match="request_id must be a UUID"):
+        await am.conversation.reply("bob", "alice", "bad", request_id=7)  # type: ignore[arg-type]
+    with pytest.raises(InvalidOperation, match="not a request"):  # a UUID spelled as a str is taken
+        await am.conversation.reply("bob", "alice", "unknown", request_id=str(uuid.uuid4()))
 
 
 async def test_reply_from_a_handler_of_another_agent(am: AM) -> None:

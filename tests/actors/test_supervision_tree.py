@@ -86,4 +86,4 @@ async def test_restart_counts_and_the_last_error_are_stored(dsn: str) -> None:
             )
             return row is not None and row["restarts"] == 2 and row["last_error"] == "RuntimeError: attempt 2 failed"
 
-        await eventually(stored)
+        await eventually(stored, 20)

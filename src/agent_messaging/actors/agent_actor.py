@@ -32,7 +32,8 @@ import anyio
 import structlog
 
 from .._log import get_logger
-from ..errors import AgentMessagingError, InvalidMessage
+from .._validation import storable_text
+from ..errors import AgentMessagingError, InvalidMessage, PersistenceUnavailable
 from ..models import AgentInfo, MessageKind
 from ..persistence.store import agents as agent_store, messages as store
 from ..persistence.writer import Write
@@ -217,9 +218,21 @@ async def answer(
     directory = services.directory
     responder = await directory.by_id(request.recipient_id)
     waiting = await directory.by_id(request.sender_id)
-    env, consumed, won = await calls.record_reply(
-        responder, waiting, request.id, request.conversation_id, value, text, error=error
-    )
+    try:
+        env, consumed, won = await calls.record_reply(
+            responder, waiting, request.id, request.conversation_id, value, text, error=error
+        )
+    except PersistenceUnavailable:
+        raise  # the handler is retried: its message is not marked handled
+    except Exception as exc:
+        if error is not None:
+            raise
+        log.warning("conversation.invalid_reply", agent=request.recipient, request_id=str(request.id), error=exc)
+        problem = InvalidMessage(f"{request.recipient!r} replied with a value that cannot be stored: {exc}")
+        error = error_reply(request.recipient, problem, "")
+        env, consumed, won = await calls.record_reply(
+            responder, waiting, request.id, request.conversation_id, None, "null", error=error
+        )
     if not won:
         log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered")
     elif not consumed:
@@ -232,8 +245,8 @@ def failure_reply(agent: str, exc: BaseException) -> dict[str, Any]:
 
 
 def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:4000]
+    return storable_text(f"{type(exc).__name__}: {exc}")
 
 
 def _traceback(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))[-20_000:]
+    return storable_text("".join(traceback.format_exception(exc))[-20_000:])

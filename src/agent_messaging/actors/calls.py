@@ -30,7 +30,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._log import get_logger
-from ..errors import ConversationEnded, HandlerError, LifecycleError, ReplyTimeout
+from .._validation import storable_text
+from ..errors import ConversationEnded, HandlerError, InvalidMessage, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
 from ..persistence._rows import as_uuid, json_dict
 from ..persistence.store import conversations as store
@@ -218,14 +219,22 @@ class Calls(Generic[T]):
             if waiter is None or waiter.done:
                 continue
             if row["what"] == "end":
-                payload = None if row["payload"] is None else self.services.codec.decode(row["payload"])
+                try:
+                    payload = None if row["payload"] is None else self.services.codec.decode(row["payload"])
+                except InvalidMessage:  # an ending message stored by another client or version
+                    payload = None
                 waiter.fail(ConversationEnded(waiter.sender, waiter.recipient, as_uuid(row["message_id"]), payload))
                 continue
             error = json_dict(row["metadata"]).get("error")
             if error is not None:
                 waiter.complete_error(handler_error(error, waiter.request_id))
-            else:
-                waiter.complete(self.services.codec.decode(row["payload"]), as_uuid(row["message_id"]))
+                continue
+            try:
+                reply = self.services.codec.decode(row["payload"], "reply")
+            except InvalidMessage as exc:  # stored by another client or version: the caller learns it now
+                waiter.fail(exc)
+                continue
+            waiter.complete(reply, as_uuid(row["message_id"]))
 
     # ------------------------------------------------------------------ replying side
 
@@ -281,7 +290,12 @@ class Calls(Generic[T]):
 
 def error_reply(agent: str, exc: BaseException, remote_traceback: str) -> dict[str, Any]:
     """What an error reply stores about the exception a handler raised (in the reply's metadata)."""
-    return {"agent": agent, "type": type(exc).__name__, "message": str(exc), "traceback": remote_traceback}
+    return {
+        "agent": agent,
+        "type": type(exc).__name__,
+        "message": storable_text(str(exc)),
+        "traceback": storable_text(remote_traceback),
+    }
 
 
 def handler_error(error: dict[str, Any], request_id: uuid.UUID) -> HandlerError:

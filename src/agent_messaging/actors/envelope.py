@@ -1,23 +1,47 @@
-"""Messages in flight: the envelope handed to agent actors, and how one is written and read back."""
+"""Messages in flight: the envelope handed to agent actors, and how one is written and read back.
+
+Reading back never lets one bad row hold up the others. A stored message the
+runtime cannot decode (written by another client or an older version of the
+message type) is :class:`Undecodable`: the unread-queue readers (claims and the
+hosted agents' catch-up) dead-letter it with the reason and leave it unread, so
+retrying its dead letter after a fix delivers it; the history reads leave it
+out of the page (logged) and fill the page from the rows behind it.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+import anyio
+import structlog
+
+from .._validation import storable_text
 from ..models import AgentInfo, Message, MessageKind
 from ..persistence._rows import as_uuid, json_dict, optional_uuid, to_json
-from ..persistence.database import Row
+from ..persistence.database import Database, Row
 from ..persistence.store import messages as store
-from ..persistence.writer import Write
+from ..persistence.writer import Write, Writer
 from .services import Codec
 
-__all__ = ["Envelope", "envelope_from_row", "insert_row", "insert_write", "messages_from_rows", "new_envelope"]
+__all__ = [
+    "Envelope",
+    "Undecodable",
+    "dead_letter_undecodable",
+    "decode_rows",
+    "envelope_from_row",
+    "insert_row",
+    "insert_write",
+    "new_envelope",
+    "read_page",
+]
 
 T = TypeVar("T")
+log = structlog.get_logger("agent_messaging.message")
 
 
 @dataclass
@@ -62,8 +86,18 @@ class Envelope(Generic[T]):
 
 
 def fast_uuid4() -> uuid.UUID:
-    """A random (version 4) uuid without a system call per id (ids need uniqueness, not secrecy)."""
-    return uuid.UUID(int=random.getrandbits(128) & _V4_MASK | _V4_BITS)
+    """A random (version 4) uuid without a system call per id (ids need uniqueness, not secrecy).
+
+    Drawn from a generator of our own, seeded from the OS: a program that seeds the global ``random``
+    (``random.seed(0)``, or a test framework such as hypothesis) would otherwise make every runtime
+    draw the same ids, and the ``ON CONFLICT DO NOTHING`` of an acknowledged message's insert would
+    silently drop it.
+    """
+    return uuid.UUID(int=_RANDOM.getrandbits(128) & _V4_MASK | _V4_BITS)
+
+
+_RANDOM = random.Random()
+os.register_at_fork(after_in_child=_RANDOM.seed)  # a forked child must not repeat its parent's ids
 
 
 _V4_MASK = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
@@ -151,6 +185,67 @@ def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
     )
 
 
-def messages_from_rows(codec: Codec[T], rows: list[Row]) -> list[Message[T]]:
-    """Public ``Message`` models of message rows."""
-    return [envelope_from_row(codec, row).to_message() for row in rows]
+@dataclass(frozen=True)
+class Undecodable:
+    """A stored message the runtime cannot decode, and why."""
+
+    id: uuid.UUID
+    recipient_id: uuid.UUID
+    seq: int
+    attempts: int
+    reason: str
+
+
+def decode_rows(codec: Codec[T], rows: list[Row]) -> tuple[list[Envelope[T]], list[Undecodable]]:
+    """The envelopes of the rows that decode, in order, and the rows that do not."""
+    envelopes: list[Envelope[T]] = []
+    bad: list[Undecodable] = []
+    for row in rows:
+        try:
+            envelopes.append(envelope_from_row(codec, row))
+        except Exception as exc:  # any column of it: one row never holds up the others
+            reason = storable_text(f"the stored message cannot be decoded: {exc}")
+            message_id, recipient_id = as_uuid(row["id"]), as_uuid(row["recipient_id"])
+            bad.append(Undecodable(message_id, recipient_id, row["seq"], row["attempts"], reason))
+    return envelopes, bad
+
+
+async def dead_letter_undecodable(writer: Writer, bad: list[Undecodable]) -> None:
+    """Dead-letter undecodable messages with their reason, leaving them unread (shielded: a claim that
+    took them must give them up). A failed write is logged: the next read of the queue finds them again."""
+    for item in bad:
+        log.warning("message.undecodable", message_id=str(item.id), seq=item.seq, error=item.reason)
+    writes = [
+        write
+        for item in bad
+        for write in (
+            Write(store.UNDECODABLE, (item.id,)),
+            Write(store.DEAD_LETTER, (item.id, item.recipient_id, item.attempts, item.reason)),
+        )
+    ]
+    with anyio.CancelScope(shield=True):
+        try:
+            await writer.write(writes)
+        except Exception as exc:
+            log.warning("message.undecodable_not_dead_lettered", count=len(bad), error=repr(exc))
+
+
+async def read_page(
+    codec: Codec[T], db: Database, *, limit: int, cursor: int | None, newest_first: bool, **where: Any
+) -> list[Message[T]]:
+    """One page of messages (``store.messages.page``: newest first before ``cursor``, or oldest first after it).
+
+    Rows that cannot be decoded are left out (logged) and the page is filled from the rows behind them,
+    so a page shorter than ``limit`` still means there is nothing more.
+    """
+    messages: list[Message[T]] = []
+    while True:
+        wanted = limit - len(messages)
+        rows = await store.page(db, **where, limit=wanted, cursor=cursor, newest_first=newest_first)
+        envelopes, bad = decode_rows(codec, rows)
+        messages.extend(env.to_message() for env in envelopes)
+        for item in bad:
+            log.warning("message.undecodable_skipped", message_id=str(item.id), seq=item.seq, error=item.reason)
+        if not bad or len(rows) < wanted:
+            return messages
+        cursor = int(rows[-1]["seq"])

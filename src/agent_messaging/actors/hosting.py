@@ -29,7 +29,7 @@ from ..persistence.store import messages as store
 from ..runtime.supervisor import ChildSpec, Supervisor
 from .agent_actor import AgentActor, Bind, HostedAgent, answer, failure_reply
 from .calls import Calls
-from .envelope import Envelope, envelope_from_row
+from .envelope import Envelope, dead_letter_undecodable, decode_rows
 from .registry import HostSpec, Registry
 from .services import Services
 
@@ -317,13 +317,19 @@ class AgentHost(Generic[T]):
                 await hosted.ref.tell(env)
 
     async def unread(self, hosted: HostedAgent[T]) -> AsyncIterator[Envelope[T]]:
-        """The agent's unread messages from the database, in order, that are not queued yet (now marked queued)."""
+        """The agent's unread messages from the database, in order, that are not queued yet (now marked queued).
+
+        Those that cannot be decoded are dead-lettered with the reason (see :mod:`.envelope`): the
+        messages behind them are delivered.
+        """
         after, full = 0, True
         codec = self.services.codec
         while full:
             started = anyio.current_time()
             rows = await store.unread_after(self.services.db, hosted.agent.id, after, _PAGE)
-            envs = [envelope_from_row(codec, row) for row in rows]
+            envs, bad = decode_rows(codec, rows)
+            if bad:
+                await dead_letter_undecodable(self.services.writer, bad)
             for env in envs:
                 dead_at = hosted.dead.get(env.id)
                 if dead_at is not None and started > dead_at:  # dead-lettered here, since retried
@@ -331,9 +337,9 @@ class AgentHost(Generic[T]):
                     hosted.known.pop(env.id, None)
                 if hosted.mark_known(env.id):
                     yield env
-            full = len(envs) == _PAGE
-            if envs:
-                after = envs[-1].seq
+            full = len(rows) == _PAGE
+            if rows:
+                after = rows[-1]["seq"]
 
     def _child_failed(self, name: str, exc: BaseException) -> None:
         hosted = self.hosted.get(name)

@@ -12,12 +12,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from .._validation import check_ids, check_limit, check_metadata
-from ..errors import DeadLetterNotFound, InvalidArgument
+from .._validation import check_cursor, check_ids, check_limit, check_metadata
+from ..errors import DeadLetterNotFound
 from ..models import DeadLetter, Message, MessageKind
 from ..persistence._rows import as_uuid
 from ..persistence.store import messages as store
-from .envelope import insert_write, messages_from_rows, new_envelope
+from .envelope import insert_write, new_envelope, read_page
 from .hosting import AgentHost
 from .services import Services
 
@@ -47,8 +47,10 @@ class OneWay(Generic[T]):
 
         :raises AgentNotFound: the sender or a recipient is not a registered agent.
         :raises CrossOrganization: a recipient belongs to another organization.
-        :raises InvalidMessage: the payload is not a valid ``T`` or is too large.
-        :raises InvalidArgument: malformed ids or metadata.
+        :raises InvalidMessage: the payload is not a valid ``T``, holds what PostgreSQL cannot store (NUL,
+            lone surrogates, NaN...: the error names the path; see ``docs/limits.md``), or is larger than
+            ``Config.max_message_bytes``.
+        :raises InvalidArgument: malformed ids or metadata (at most 64 KiB of JSON).
         """
         names = check_ids(recipients)
         meta = check_metadata(metadata)
@@ -78,10 +80,9 @@ class OneWay(Generic[T]):
 
     async def _page(self, limit: int, before: int | None, **where: Any) -> list[Message[T]]:
         check_limit(limit)
-        if before is not None and (isinstance(before, bool) or not isinstance(before, int)):
-            raise InvalidArgument(f"before must be a message seq (int), not {before!r}")
-        rows = await store.page(self.services.db, **where, limit=limit, cursor=before, newest_first=True)
-        return messages_from_rows(self.services.codec, rows)
+        cursor = None if before is None else check_cursor(before, "before")
+        codec, db = self.services.codec, self.services.db
+        return await read_page(codec, db, **where, limit=limit, cursor=cursor, newest_first=True)
 
     # ---------------------------------------------------------- dead letters
 
@@ -97,8 +98,7 @@ class OneWay(Generic[T]):
 
         Its agent's host (in any process) picks it up at once.
         """
-        if isinstance(dead_letter_id, bool) or not isinstance(dead_letter_id, int):
-            raise InvalidArgument(f"dead letter id must be an int, not {dead_letter_id!r}")
+        check_cursor(dead_letter_id, "dead_letter_id", minimum=1)
         row = await store.retry_dead_letter(self.services.db, dead_letter_id, self.services.runtime_id)
         if row is None:
             raise DeadLetterNotFound(dead_letter_id)

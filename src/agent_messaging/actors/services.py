@@ -10,16 +10,15 @@ group-commit writer, this runtime's presence, the agent :class:`Directory`
 
 from __future__ import annotations
 
-import contextlib
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
-from .._validation import check_id
+from .._validation import check_id, json_text
 from ..config import Config
 from ..errors import AgentNotFound, CrossOrganization, InvalidMessage
 from ..models import AgentInfo
@@ -35,30 +34,64 @@ T = TypeVar("T")
 
 
 class Codec(Generic[T]):
-    """Validates payloads as ``T`` and turns them into JSON text (and back), enforcing the size limit."""
+    """Turns payloads into the JSON text stored in ``jsonb`` and back, so that what is acknowledged reads back the same.
+
+    :meth:`prepare` validates a payload as ``T`` and returns it *as it will read back*, with its JSON
+    text: every delivery of a message (straight after its commit, or read again from the database)
+    hands the handler an equal value. Untyped runtimes (``T`` is ``Any`` or ``object``) take any JSON
+    value; Python values JSON spells differently (tuples, non-str keys, datetimes, models) arrive in
+    their JSON form. What PostgreSQL cannot store is refused with ``InvalidMessage`` naming the path
+    inside the payload (see :func:`agent_messaging._validation.json_text` and ``docs/limits.md``).
+    """
 
     def __init__(self, message_type: Any, max_bytes: int) -> None:
         self.message_type = message_type
         self.max_bytes = max_bytes
+        self.untyped = message_type is Any or message_type is object
         self._adapter: TypeAdapter[T] = TypeAdapter(message_type)
 
     def prepare(self, payload: object, what: str = "message") -> tuple[T, str]:
-        """``payload`` validated as ``T`` and its JSON text; ``InvalidMessage`` if invalid or too large."""
-        try:
-            value = self._adapter.validate_python(payload)
-            data = self._adapter.dump_json(value)
-        except (ValidationError, ValueError, TypeError) as exc:
-            raise InvalidMessage(f"{what} is not a valid {_type_name(self.message_type)}: {exc}") from None
-        if len(data) > self.max_bytes:
-            raise InvalidMessage(f"{what} is {len(data)} bytes serialized; the limit is {self.max_bytes}")
-        return value, data.decode()
+        """``payload`` as ``T`` read back from its JSON text, and that text.
 
-    def decode(self, data: Any) -> T:
-        """``T`` from a jsonb value read back from the database."""
-        if isinstance(data, str | bytes) and self.message_type is not str:
-            with contextlib.suppress(ValueError):
-                data = json.loads(data)
-        return self._adapter.validate_python(data)
+        :raises InvalidMessage: not a valid ``T``, not storable (the message names the path inside it),
+            or larger than ``Config.max_message_bytes``.
+        """
+        if self.untyped:
+            data: Any = payload
+        else:
+            try:
+                data = self._adapter.dump_python(self._adapter.validate_python(payload), mode="json")
+            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+                raise InvalidMessage(f"{what} is not a valid {_type_name(self.message_type)}: {exc}") from None
+        text = json_text(
+            data,
+            what,
+            InvalidMessage,
+            max_bytes=self.max_bytes,
+            setting="Config.max_message_bytes; raise it with AGENT_MESSAGING_MAX_MESSAGE_BYTES to send larger ones",
+        )
+        return self.decode(text, what), text
+
+    def decode(self, data: Any, what: str = "stored message") -> T:
+        """``T`` from the JSON text of a stored payload (a jsonb column selected ``::text``).
+
+        :raises InvalidMessage: the text is not JSON, or not a valid ``T`` (a row written by another
+            client or an older version of the message type).
+        """
+        try:
+            if isinstance(data, str | bytes | bytearray):
+                if self.untyped:
+                    value: T = from_json(data)
+                    return value
+                return self._adapter.validate_json(data)
+            return self._adapter.validate_python(data)
+        except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+            raise InvalidMessage(f"{what} is not a valid {_type_name(self.message_type)}: {_brief(exc)}") from None
+
+
+def _brief(exc: BaseException, limit: int = 500) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _type_name(tp: Any) -> str:

@@ -35,7 +35,7 @@ class Presence:
     def __init__(self, db: Database, runtime_id: str) -> None:
         self.db = db
         self.runtime_id = runtime_id
-        self.key = random.getrandbits(62) + 1
+        self.key = random.SystemRandom().getrandbits(62) + 1  # not the global random: a program may seed it
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self._conn: psqlpy.Connection | None = None

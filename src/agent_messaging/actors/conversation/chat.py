@@ -2,7 +2,9 @@
 
 Claims are one statement each (``UPDATE ... WHERE seq IN (SELECT ... FOR UPDATE SKIP LOCKED)``), so
 concurrent readers of one agent never get the same message. A claim runs shielded from cancellation:
-once the database marked messages read, the caller gets them.
+once the database marked messages read, the caller gets them. A claimed message the runtime cannot
+decode is given up again: dead-lettered with the reason, left unread, and the claim goes on to the
+messages behind it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ..._log import get_logger
-from ..._validation import check_id, check_limit, check_timeout, check_uuid
-from ...errors import ActorStopped, InvalidArgument, InvalidOperation, WaitTimeout
+from ..._validation import check_cursor, check_id, check_limit, check_timeout, check_uuid
+from ...errors import ActorStopped, InvalidOperation, WaitTimeout
 from ...models import AgentInfo, Message
 from ...persistence.store import messages as store
-from ..envelope import messages_from_rows
+from ..envelope import Envelope, dead_letter_undecodable, decode_rows, read_page
 from ..hosting import AgentHost
 from ..services import Services
 
@@ -39,11 +41,7 @@ Timeout = float | None | _Default
 
 
 def _check_after_seq(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgument(f"after_seq must be a message seq (a non-negative int) or None, not {value!r}")
-    return value
+    return None if value is None else check_cursor(value, "after_seq")
 
 
 class ChatQueries(Generic[T]):
@@ -70,9 +68,17 @@ class ChatQueries(Generic[T]):
         return await self._claim(who, other, limit)
 
     async def _claim(self, who: AgentInfo, other: AgentInfo | None, limit: int) -> list[Message[T]]:
+        found: list[Envelope[T]] = []
         with anyio.CancelScope(shield=True):  # a committed claim must reach the caller
-            rows = await store.claim_unread(self.services.db, who.id, None if other is None else other.id, limit)
-        return messages_from_rows(self.services.codec, rows)
+            while len(found) < limit:
+                wanted = limit - len(found)
+                rows = await store.claim_unread(self.services.db, who.id, None if other is None else other.id, wanted)
+                envelopes, bad = decode_rows(self.services.codec, rows)
+                found.extend(envelopes)
+                if not bad:
+                    break
+                await dead_letter_undecodable(self.services.writer, bad)
+        return [env.to_message() for env in found]
 
     async def wait_for_message(
         self,
@@ -136,14 +142,13 @@ class ChatQueries(Generic[T]):
         cursor = None if before is None else check_uuid(before, "before")
         a = await self.services.directory.get(agent_a, "agent_a")
         b = await self.services.directory.get(agent_b, "agent_b")
-        rows = await store.page(
-            self.services.db, pair=(a.id, b.id), limit=limit, cursor=None, cursor_id=cursor, newest_first=True
-        )
-        return messages_from_rows(self.services.codec, rows)
+        codec, db = self.services.codec, self.services.db
+        pair = (a.id, b.id)
+        return await read_page(codec, db, pair=pair, limit=limit, cursor=None, cursor_id=cursor, newest_first=True)
 
     async def _page(self, limit: int, after: int | None, **where: Any) -> list[Message[T]]:
-        rows = await store.page(self.services.db, **where, limit=limit, cursor=after, newest_first=False)
-        return messages_from_rows(self.services.codec, rows)
+        codec, db = self.services.codec, self.services.db
+        return await read_page(codec, db, **where, limit=limit, cursor=after, newest_first=False)
 
     async def resume_agent_handler(self, agent: str) -> int:
         """Run ``agent``'s handler (hosted here) over everything unread for it, in order; returns how many it ran.

@@ -78,7 +78,8 @@ class Conversations(ChatQueries[T]):
         :raises ConversationEnded: the conversation was ended while waiting.
         :raises DeadlockDetected: a handler's call would close a cycle of agents waiting on each other.
         :raises InvalidOperation: ``sender`` is ``recipient``.
-        :raises AgentNotFound, CrossOrganization, InvalidMessage, InvalidArgument: bad input (nothing written).
+        :raises AgentNotFound, CrossOrganization, InvalidMessage, InvalidArgument: bad input (nothing written;
+            the rules are in ``docs/limits.md``; ``timeout`` is at most 30 days).
         """
         limit = self._timeout(timeout)
         a, b = await self._agents(sender, recipient)
@@ -127,6 +128,7 @@ class Conversations(ChatQueries[T]):
         conversation (whether or not its caller still waits: a caller that timed out finds the reply in its
         unread messages). The request is claimed in the database, so across any number of processes a
         request gets exactly one reply.
+        ``request_id`` is a ``UUID`` or a str that spells one.
 
         :raises InvalidOperation: nothing to answer; the request is already answered (another reply won), is
             not theirs, or its conversation ended.

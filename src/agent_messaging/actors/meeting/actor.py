@@ -10,7 +10,9 @@ An ``ask`` answers at once with the command's :data:`~.types.TurnSlot`; the
 caller then waits on that slot, which the actor resolves when the caller's
 turn comes, when it leaves, or when the meeting ends. No pool connection is
 held while callers wait. An error raised for a command goes back to its caller
-and the meeting carries on.
+(always an ``AgentMessagingError``: a write the database refuses becomes
+``InvalidMessage``), the caller's earlier wait, if any, stays in place, and the
+meeting carries on as it was: no other caller is touched.
 
 The turn timer is the actor's ``receive_deadline`` (the kernel waits for the
 next command under a cancel scope with that deadline, and calls
@@ -35,10 +37,12 @@ from uuid import UUID
 import anyio
 
 from ..._log import get_logger
+from ..._validation import storable_text
 from ...errors import (
     ActorStopped,
     AgentMessagingError,
     InvalidArgument,
+    InvalidMessage,
     InvalidOperation,
     MeetingEnded,
     MeetingNotReady,
@@ -208,8 +212,24 @@ class MeetingActor(Actor[Command[T] | Poll]):
         await flush(self.services, self.handle.outbox)
 
     async def _run(self, command: Command[T], seat: Seat[T]) -> None:
+        """Apply one command. One that fails changes nothing: the meeting stays as it was and the caller's
+        earlier wait (a blocked ``attend_meeting``, say) stays in place; one that succeeds replaces it."""
         handler = getattr(self, "_on_" + command.op.value)
-        await handler(command, seat)
+        previous = seat.waiter
+        try:
+            await handler(command, seat)
+        except BaseException as exc:
+            self._payloads.clear()
+            if seat.waiter is command.slot:
+                seat.waiter = previous
+            if isinstance(exc, Exception) and not isinstance(exc, AgentMessagingError):
+                raise InvalidMessage(
+                    f"meeting {self.id} could not record {command.op.value} by {command.agent!r}: "
+                    f"the database refused it ({storable_text(str(exc), 500)})"
+                ) from exc
+            raise
+        if previous is not None and previous is not seat.waiter and previous is not command.slot:
+            previous.fail(InvalidOperation(f"a newer call for agent {seat.agent!r} took over this wait"))
 
     # ------------------------------------------------------------ other runtimes
 
@@ -265,7 +285,10 @@ class MeetingActor(Actor[Command[T] | Poll]):
         elif command.op is Op.END:
             command.slot.resolve(None)
         else:
+            previous = seat.waiter
             self._replace_waiter(seat, command.slot)
+            if previous is not None and previous is not command.slot:
+                previous.fail(InvalidOperation(f"a newer call for agent {seat.agent!r} took over this wait"))
             if self.state is MeetingState.ACTIVE and self.floor_holder == seat.agent:
                 self._deliver(seat)
 
@@ -530,9 +553,9 @@ class MeetingActor(Actor[Command[T] | Poll]):
             del self._log[: bisect.bisect_right(self._log, floor, key=lambda e: e.seq)]
         self._publish(events)
 
-    def _replace_waiter(self, seat: Seat[T], waiter: TurnSlot) -> None:
-        if seat.waiter is not None and seat.waiter is not waiter:
-            seat.waiter.fail(InvalidOperation(f"a newer call for agent {seat.agent!r} took over this wait"))
+    @staticmethod
+    def _replace_waiter(seat: Seat[T], waiter: TurnSlot) -> None:
+        # the earlier waiter is failed by on_receive once the command succeeded (or put back if it failed)
         seat.waiter = waiter
 
     def _turn(self, seat: Seat[T], *, ended: bool = False, left: bool = False, ending: Any = None) -> Turn[T]:

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from ..._log import get_logger
-from ..._validation import check_id, check_limit, check_timeout
+from ..._validation import check_cursor, check_id, check_limit, check_timeout
 from ...errors import (
     CrossOrganization,
     InvalidArgument,
@@ -276,8 +276,7 @@ class Meetings(Generic[T]):
     ) -> list[MeetingEvent[T]]:
         """Committed history entries with ``seq > after_seq`` (gap-free per meeting), oldest first."""
         mid = _meeting_id(meeting_id)
-        if isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0:
-            raise InvalidArgument(f"after_seq must be a non-negative int, not {after_seq!r}")
+        check_cursor(after_seq, "after_seq")
         check_limit(limit, "limit", 10_000)
         events = await store.fetch_history(self.services.db, self.services.codec.decode, mid, after_seq, limit)
         if not events and mid not in self.runners.handles and await store.fetch_state(self.services.db, mid) is None:
@@ -353,7 +352,7 @@ class Meetings(Generic[T]):
         assert turn is not None
         return turn
 
-    async def command(self, meeting_id: UUID, command: Command[T]) -> Turn[T] | None:
+    async def _participant_command(self, meeting_id: UUID, command: Command[T]) -> Turn[T] | None:
         """Run a command for a participant whose turns this runtime takes, wherever the meeting is run."""
         target, who = await self._participant(command.agent, meeting_id)
         return await self._command(target, who, command)

@@ -38,7 +38,7 @@ __all__ = ["HostedParticipants"]
 T = TypeVar("T")
 log = get_logger("agent_messaging.meeting")
 _SLACK = 0.05  # a hosted turn handler is cancelled this long after its turn's deadline
-#: Runs a participant's command wherever the meeting is run (``Meetings.command``).
+#: Runs a participant's command wherever the meeting is run (``Meetings._participant_command``).
 Submit = Callable[[UUID, Command[Any]], Awaitable["Turn[Any] | None"]]
 
 
@@ -132,6 +132,8 @@ class HostedParticipants(Generic[T]):
             pass
         except AgentMessagingError as exc:
             log.warning("meeting.hosted_agent_stopped", meeting=str(meeting_id), agent=agent, error=str(exc))
+        except Exception:  # never let one participant take the runtime's other tasks down
+            log.exception("meeting.hosted_agent_failed", meeting=str(meeting_id), agent=agent)
         finally:
             self._running.discard((meeting_id, agent))
 

@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._log import get_logger
-from ...errors import ActorStopped, InvalidOperation, MailboxFull, MeetingEnded
+from ...errors import ActorStopped, AgentMessagingError, InvalidOperation, MailboxFull, MeetingEnded
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
 from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
@@ -121,7 +121,9 @@ class MeetingRunners(Generic[T]):
         handle = self.handles.pop(UUID(name), None)
         if handle is not None:
             log.error("meeting.gave_up", meeting=name, error=repr(exc))
-            handle.fail_waiters(exc)
+            # the waiting callers get a library error, whatever the actor died of (a driver error, say)
+            error = exc if isinstance(exc, AgentMessagingError) else ActorStopped(f"meeting {name}", f"failed: {exc!r}")
+            handle.fail_waiters(error)
             if handle.outbox and self._tg is not None:
                 self._tg.start_soon(flush, self.services, handle.outbox)
 

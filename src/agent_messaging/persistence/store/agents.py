@@ -35,7 +35,7 @@ def organization_from_row(row: Row) -> Organization:
 
 
 _AGENT_COLUMNS = """a.id, a.external_id, a.organization_id, o.external_id AS organization_external_id,
-    a.name, a.metadata, a.status, a.created_at"""
+    a.name, a.metadata::text AS metadata, a.status, a.created_at"""
 _AGENT_FROM = "agents a JOIN organizations o ON o.id = a.organization_id"
 
 
@@ -97,7 +97,8 @@ class Organizations:
             # waits for the winner's commit, inserts nothing, and its next statement sees the winner's row
             row = await self.db.fetch_row(
                 "INSERT INTO organizations (id, external_id, name, metadata) VALUES ($1, $2, $3, $4::text::jsonb) "
-                "ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id, name, metadata, created_at",
+                "ON CONFLICT (external_id) DO NOTHING "
+                "RETURNING id, external_id, name, metadata::text AS metadata, created_at",
                 [new_id(), external_id, name, to_json(metadata)],
             )
             if row is not None:
@@ -116,7 +117,8 @@ class Organizations:
     async def get(self, external_id: str) -> Organization:
         """The organization with this external id, or ``OrganizationNotFound``."""
         row = await self.db.fetch_row(
-            "SELECT id, external_id, name, metadata, created_at FROM organizations WHERE external_id = $1",
+            "SELECT id, external_id, name, metadata::text AS metadata, created_at "
+            "FROM organizations WHERE external_id = $1",
             [external_id],
         )
         if row is None:
@@ -150,7 +152,7 @@ class Agents:
                 "VALUES ($1, $2, $3, $4, $5::text::jsonb) "
                 "ON CONFLICT (external_id) WHERE deregistered_at IS NULL DO NOTHING "
                 "RETURNING id, external_id, organization_id, $6::text AS organization_external_id, "
-                "name, metadata, status, created_at",
+                "name, metadata::text AS metadata, status, created_at",
                 [new_id(), organization.id, external_id, name, to_json(metadata), organization.external_id],
             )
             if row is not None:

@@ -142,10 +142,10 @@ _REPLIES_AND_ENDS = """
 WITH r AS (
     UPDATE messages m SET read_at = coalesce(m.read_at, now())
      WHERE m.in_reply_to = ANY($1::uuid[]) AND m.kind = 'reply'
-    RETURNING m.in_reply_to, m.id, m.payload, m.metadata)
+    RETURNING m.in_reply_to, m.id, m.payload::text AS payload, m.metadata::text AS metadata)
 SELECT r.in_reply_to AS request_id, r.id AS message_id, r.payload, r.metadata, 'reply' AS what FROM r
 UNION ALL
-SELECT q.id, c.id, (SELECT e.payload FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
+SELECT q.id, c.id, (SELECT e.payload::text FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
                     ORDER BY e.seq DESC LIMIT 1), NULL, 'end'
   FROM messages q JOIN conversations c ON c.id = q.conversation_id
  WHERE q.id = ANY($1::uuid[]) AND q.closed_at IS NOT NULL AND c.status = 'ended'

@@ -126,8 +126,8 @@ COMMAND_DONE = Statement(
 
 # ---------------------------------------------------------------------------------------- reads
 
-_EVENT_COLUMNS = """e.meeting_id, e.seq, e.type, a.external_id AS agent, e.payload, e.turn_number, e.data,
-    e.created_at"""
+_EVENT_COLUMNS = """e.meeting_id, e.seq, e.type, a.external_id AS agent, e.payload::text AS payload, e.turn_number,
+    e.data::text AS data, e.created_at"""
 _EVENT_FROM = "meeting_events e LEFT JOIN agents a ON a.id = e.agent_id"
 
 
@@ -192,16 +192,26 @@ def _participant(seat: _SeatLike) -> Participant:
 
 
 def event_from_row(row: Row, decode: Decode) -> MeetingEvent[Any]:
-    """A ``MeetingEvent`` from a history row (its payload decoded with ``decode``)."""
+    """A ``MeetingEvent`` from a history row (its payload decoded with ``decode``).
+
+    A payload ``decode`` refuses (a ``ValueError``: written by another client or an older version of
+    the message type) leaves the entry in the history without its message, the reason in
+    ``data["undecodable"]``: one bad row never makes a meeting's history unreadable or unrecoverable.
+    """
     payload = row["payload"]
+    data = json_dict(row["data"])
+    try:
+        message = decode(payload) if payload is not None else None
+    except ValueError as exc:
+        message, data = None, {**data, "undecodable": str(exc)}
     return MeetingEvent[Any].model_construct(
         meeting_id=as_uuid(row["meeting_id"]),
         seq=int(row["seq"]),
         type=MeetingEventType(row["type"]),
         agent=row["agent"],
-        message=decode(payload) if payload is not None else None,
+        message=message,
         turn_number=int(row["turn_number"]),
-        data=json_dict(row["data"]),
+        data=data,
         created_at=row["created_at"],
     )
 

@@ -24,6 +24,7 @@ __all__ = [
     "INSERT",
     "MESSAGE_COLUMNS",
     "READ",
+    "UNDECODABLE",
     "backlog",
     "claim_unread",
     "dead_letters",
@@ -35,9 +36,10 @@ __all__ = [
     "with_unread",
 ]
 
-#: Columns selected for a message (the agents joined twice for the external ids).
+#: Columns selected for a message (the agents joined twice for the external ids; jsonb as text, see ``_rows``).
 MESSAGE_COLUMNS = """m.seq, m.id, m.kind, m.sender_id, m.recipient_id, s.external_id AS sender,
-    r.external_id AS recipient, m.conversation_id, m.in_reply_to, m.payload, m.metadata, m.created_at,
+    r.external_id AS recipient, m.conversation_id, m.in_reply_to, m.payload::text AS payload,
+    m.metadata::text AS metadata, m.created_at,
     m.read_at, m.handled_at, m.dead_at, m.attempts, m.reply_deadline, m.organization_id"""
 _FROM = "messages m JOIN agents s ON s.id = m.sender_id JOIN agents r ON r.id = m.recipient_id"
 
@@ -81,6 +83,14 @@ DEAD = Statement(
     35,
     "UPDATE messages m SET dead_at = coalesce(m.dead_at, now()), attempts = greatest(m.attempts, u.attempts) "
     "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+)
+#: A stored message the runtime cannot decode (written by another client or an older version): dead-lettered
+#: and left unread, so that retrying its dead letter (after a fix) delivers it again: (id,).
+UNDECODABLE = Statement(
+    "message.undecodable",
+    38,
+    "UPDATE messages m SET dead_at = coalesce(m.dead_at, now()), read_at = NULL "
+    "FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
 )
 #: The dead letter of a message (once while not retried): (message_id, agent_id, attempts, error).
 DEAD_LETTER = Statement(
@@ -208,7 +218,7 @@ async def dead_letters(
     where = " AND ".join(clauses) or "TRUE"
     return await db.fetch(
         "SELECT d.id, d.message_id, a.external_id AS agent, s.external_id AS sender, d.attempts, d.error, "
-        "d.created_at, d.retried_at, m.payload FROM dead_letters d JOIN agents a ON a.id = d.agent_id "
+        "d.created_at, d.retried_at, m.payload::text AS payload FROM dead_letters d JOIN agents a ON a.id = d.agent_id "
         "JOIN messages m ON m.id = d.message_id JOIN agents s ON s.id = m.sender_id "
         f"WHERE {where} ORDER BY d.id LIMIT ${len(params)}",
         params,
