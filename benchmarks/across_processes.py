@@ -12,7 +12,9 @@ same database as this process:
     (target >= 500)
 
 Sizes scale with ``--scale``. With ``AGENT_MESSAGING_DSN`` set it uses that server, else an embedded
-one in a temporary directory. The children run on the same backend as this process.
+one in a temporary directory. The children run on the same backend as this process. ``--no-sync-commit``
+runs the same on databases with ``synchronous_commit = off`` (commits do not wait for the disk): not a
+setting to deploy with, but it shows how much of each figure is the disk's commit latency.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bulk_agents, fresh_database, percentile, runtime, server_dsn
+
+from agent_messaging.persistence.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "_across_app:am"
@@ -120,24 +124,37 @@ async def bench_big_meeting(dsn: str, backend: str, rounds: int) -> dict[str, fl
     return {"turns_per_s": turns / elapsed, "turns": turns}
 
 
-async def main(backend: str, server: str, scale: float) -> dict[str, Any]:
-    results: dict[str, Any] = {"backend": backend}
+async def database(server: str, name: str, sync_commit: bool) -> str:
+    """A fresh database; with ``sync_commit=False`` its commits do not wait for the disk."""
+    dsn = await fresh_database(server, name)
+    if not sync_commit:
+        db = Database(server, pool_size=2)
+        await db.open()
+        try:
+            await db.execute(f"ALTER DATABASE {name} SET synchronous_commit = off")
+        finally:
+            await db.aclose()
+    return dsn
+
+
+async def main(backend: str, server: str, scale: float, sync_commit: bool = True) -> dict[str, Any]:
+    results: dict[str, Any] = {"backend": backend, "synchronous_commit": sync_commit}
     tag = uuid.uuid4().hex[:6]
     results["a_calls"] = await bench_calls(
-        await fresh_database(server, f"bench_xa_{backend}_{tag}"), backend, max(100, int(1000 * scale))
+        await database(server, f"bench_xa_{backend}_{tag}", sync_commit), backend, max(100, int(1000 * scale))
     )
     results["b_handoff"] = await bench_handoff(
-        await fresh_database(server, f"bench_xb_{backend}_{tag}"), backend, max(30, int(300 * scale))
+        await database(server, f"bench_xb_{backend}_{tag}", sync_commit), backend, max(30, int(300 * scale))
     )
     results["c_big_meeting"] = await bench_big_meeting(
-        await fresh_database(server, f"bench_xc_{backend}_{tag}"), backend, max(4, int(40 * scale))
+        await database(server, f"bench_xc_{backend}_{tag}", sync_commit), backend, max(4, int(40 * scale))
     )
     return results
 
 
 def report(r: dict[str, Any]) -> None:
     a, b, c = r["a_calls"], r["b_handoff"], r["c_big_meeting"]
-    print(f"[{r['backend']}]")
+    print(f"[{r['backend']}]" + ("" if r["synchronous_commit"] else " (synchronous_commit = off)"))
     print(f"  (a) call to an agent hosted by a run child: p50 {a['p50_ms']:.2f} ms, p99 {a['p99_ms']:.2f} ms")
     print(
         f"  (b) meeting hand-off from a speaker in another process: p50 {b['p50_ms']:.2f} ms, "
@@ -151,10 +168,11 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-sync-commit", action="store_true", help="commits do not wait for the disk")
     args = parser.parse_args()
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
     with server_dsn() as server:
-        all_results = [anyio.run(main, b, server, args.scale, backend=b) for b in backends]
+        all_results = [anyio.run(main, b, server, args.scale, not args.no_sync_commit, backend=b) for b in backends]
     for r in all_results:
         print(json.dumps(r) if args.json else "", end="\n" if args.json else "")
         if not args.json:

@@ -55,7 +55,7 @@ from ...persistence.store import meetings as store
 from ...persistence.writer import Write
 from ...runtime.actor import Actor, ActorRef
 from ..services import Services
-from .remote import Poll, RemoteSlot, flush
+from .remote import Poll, RemoteSlot, command_key, flush
 from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
 __all__ = ["MeetingActor", "MeetingHandle"]
@@ -197,7 +197,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
         """
         try:
             if isinstance(message, Poll):
-                await self._take_remote()
+                await self._take_remote(applied=False)
                 return None
             if self.state is MeetingState.ENDED:
                 raise MeetingEnded(self.id)
@@ -233,10 +233,11 @@ class MeetingActor(Actor[Command[T] | Poll]):
 
     # ------------------------------------------------------------ other runtimes
 
-    async def _take_remote(self) -> None:
-        """Take the commands other runtimes wrote for this meeting: apply the new ones, wait out the applied."""
+    async def _take_remote(self, *, applied: bool = True) -> None:
+        """Take the commands other runtimes wrote for this meeting: apply the new ones and (``applied``, when
+        the meeting was just loaded here) wait out those an earlier runner applied."""
         handle = self.handle
-        rows = await store.pending_commands(self.services.db, self.id)
+        rows = await store.pending_commands(self.services.db, self.id, applied=applied)
         for row in rows:
             command_id = as_uuid(row["id"])
             if command_id in handle.remote_seen:
@@ -398,7 +399,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
             s.waiter, s.leaving = None, []
         command.slot.resolve(None)
         log.info("meeting.ended", meeting=str(self.id), turns=self.turn_number)
-        await self._take_remote()  # commands still on their way get MeetingEnded
+        await self._take_remote(applied=False)  # commands still on their way get MeetingEnded
         self.stop_self()
 
     # --------------------------------------------------------------- transitions
@@ -431,7 +432,16 @@ class MeetingActor(Actor[Command[T] | Poll]):
         changes = [(s, ParticipantStatus.LEFT) for s in leavers]
         if joined is not None and joined.status is not ParticipantStatus.PRESENT:
             changes.append((joined, ParticipantStatus.PRESENT))
-        await self._commit(events, changes, state=True, floor=nxt, deadline=deadline)
+        # a next speaker waiting in another runtime gets its turn written in the transition's own commit
+        ahead: tuple[RemoteSlot, Turn[T]] | None = None
+        extra: list[Write] = []
+        keys: list[str] = []
+        if isinstance(nxt.waiter, RemoteSlot):
+            turn = self._turn_after(nxt, events, self.turn_number + 1, deadline)
+            ahead = (nxt.waiter, turn)
+            extra.append(Write(store.COMMAND_DONE, nxt.waiter.row_of(turn)))
+            keys.append(command_key(nxt.waiter.command_id))
+        await self._commit(events, changes, state=True, floor=nxt, deadline=deadline, extra=extra, notify=keys)
         # committed: apply
         for s, status in changes:
             s.status = status
@@ -443,7 +453,13 @@ class MeetingActor(Actor[Command[T] | Poll]):
         self._applied(events)
         for s in leavers:
             self._release(s)
-        self._deliver(nxt)
+        if ahead is None:
+            self._deliver(nxt)
+            return
+        slot, turn = ahead
+        nxt.late, nxt.seen_seq, nxt.waiter = False, self.seq, None
+        slot.resolve_written(turn)
+        self.services.signals.fire(keys)  # a caller in this runtime (after a takeover) hears it too
 
     def _pick(self, previous: Seat[T], requested: str | None, last: MeetingEvent[Any] | None) -> Seat[T]:
         live = [s for s in self.rotation if s.in_rotation]
@@ -512,6 +528,8 @@ class MeetingActor(Actor[Command[T] | Poll]):
         floor: Seat[T] | None = None,
         deadline: datetime | None = None,
         ended: bool = False,
+        extra: list[Write] | None = None,
+        notify: list[str] | None = None,
     ) -> None:
         # the writer runs a batch as one statement (one snapshot): a unit never inserts and updates the same row
         payloads, self._payloads = self._payloads, {}
@@ -541,7 +559,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
             turn = self.turn_number + (0 if ended else 1)
             holder = floor.agent_id if floor is not None else None
             writes.append(Write(store.STATE, (self.id, status.value, holder, turn, deadline, last)))
-        await self.services.writer.write(writes)
+        await self.services.writer.write([*writes, *(extra or ())], notify=notify or ())
 
     def _applied(self, events: list[MeetingEvent[Any]]) -> None:
         if not events:
@@ -557,6 +575,24 @@ class MeetingActor(Actor[Command[T] | Poll]):
     def _replace_waiter(seat: Seat[T], waiter: TurnSlot) -> None:
         # the earlier waiter is failed by on_receive once the command succeeded (or put back if it failed)
         seat.waiter = waiter
+
+    def _turn_after(
+        self, seat: Seat[T], events: list[MeetingEvent[Any]], turn_number: int, deadline: datetime | None
+    ) -> Turn[T]:
+        """The turn ``seat`` will get once ``events`` are applied (computed before they are committed)."""
+        start = bisect.bisect_right(self._log, seat.seen_seq, key=lambda e: e.seq)
+        messages = [e for e in [*self._log[start:], *events] if e.type is not E.TURN_CHANGED]
+        turn: Turn[T] = Turn[Any].model_construct(
+            meeting_id=self.id,
+            agent=seat.agent,
+            turn_number=turn_number,
+            deadline=deadline,
+            messages=messages,
+            ended=False,
+            left=False,
+            ending_message=None,
+        )
+        return turn
 
     def _turn(self, seat: Seat[T], *, ended: bool = False, left: bool = False, ending: Any = None) -> Turn[T]:
         start = bisect.bisect_right(self._log, seat.seen_seq, key=lambda e: e.seq)

@@ -84,11 +84,20 @@ class RemoteSlot(Slot["Turn[Any] | None"]):
             super().fail(error)
             self.outbox.append(self)
 
+    def resolve_written(self, value: Turn[Any] | None) -> None:
+        """Hand over a result already written to the command's row (in the transition's own commit)."""
+        if not self.done:
+            super().resolve(value)
+
+    def row_of(self, value: Turn[Any] | None) -> tuple[uuid.UUID, str | None, str | None]:
+        """The ``store.meetings.COMMAND_DONE`` row of a result ``value`` (to write it before handing it over)."""
+        return (self.command_id, _TURN.dump_json(value).decode(), None)
+
     def row(self) -> tuple[uuid.UUID, str | None, str | None]:
         """The ``store.meetings.COMMAND_DONE`` row of this result."""
         error = self.error
         if error is None:
-            return (self.command_id, _TURN.dump_json(self.result()).decode(), None)
+            return self.row_of(self.result())
         if not isinstance(error, AgentMessagingError):
             error = AgentMessagingError(f"the meeting could not handle the command: {type(error).__name__}: {error}")
         return (self.command_id, None, _TURN_ERRORS.dump_json(error_to_json(error)).decode())

@@ -138,12 +138,15 @@ async def request(db: Database, message_id: uuid.UUID) -> Row | None:
     )
 
 
+# The read mark of a reply its caller consumes is bookkeeping (lost, the reply only shows up again among the
+# caller's unread messages: at-least-once), so this statement commits without waiting for the disk.
 _REPLIES_AND_ENDS = """
-WITH r AS (
+WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
+r AS (
     UPDATE messages m SET read_at = coalesce(m.read_at, now())
      WHERE m.in_reply_to = ANY($1::uuid[]) AND m.kind = 'reply'
     RETURNING m.in_reply_to, m.id, m.payload::text AS payload, m.metadata::text AS metadata)
-SELECT r.in_reply_to AS request_id, r.id AS message_id, r.payload, r.metadata, 'reply' AS what FROM r
+SELECT r.in_reply_to AS request_id, r.id AS message_id, r.payload, r.metadata, 'reply' AS what FROM r CROSS JOIN quick
 UNION ALL
 SELECT q.id, c.id, (SELECT e.payload::text FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
                     ORDER BY e.seq DESC LIMIT 1), NULL, 'end'

@@ -381,12 +381,17 @@ async def count_active(db: Database) -> int:
     return int(await db.fetch_val("SELECT count(*) FROM meetings WHERE status <> 'ended'") or 0)
 
 
-async def pending_commands(db: Database, meeting_id: uuid.UUID) -> list[Row]:
-    """Commands of other runtimes to a meeting still without a result, in order (applied ones included)."""
+async def pending_commands(db: Database, meeting_id: uuid.UUID, *, applied: bool = True) -> list[Row]:
+    """Commands of other runtimes to a meeting still without a result, in order.
+
+    ``applied=False`` leaves out those already applied (their callers wait for a turn): what a runner that
+    is running the meeting needs; a runner that just took it over needs them all.
+    """
+    new_only = "" if applied else " AND c.applied_at IS NULL"
     return await db.fetch(
         "SELECT c.id, c.op, a.external_id AS agent, c.payload::text AS payload, c.next_speaker, c.origin, "
         "c.applied_at IS NOT NULL AS applied FROM meeting_commands c JOIN agents a ON a.id = c.agent_id "
-        "WHERE c.meeting_id = $1 AND c.done_at IS NULL ORDER BY c.seq",
+        f"WHERE c.meeting_id = $1 AND c.done_at IS NULL{new_only} ORDER BY c.seq",
         [meeting_id],
     )
 
