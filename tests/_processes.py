@@ -40,6 +40,7 @@ class Child:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
+        self._grew = threading.Condition()
         self.threads = [threading.Thread(target=self._pump, args=(s,), daemon=True) for s in self._streams()]
         for thread in self.threads:
             thread.start()
@@ -49,8 +50,25 @@ class Child:
 
     def _pump(self, stream: Any) -> None:
         for line in stream:
-            self.output.append(line)
+            with self._grew:
+                self.output.append(line)
+                self._grew.notify_all()
             self.lines.put(line.rstrip("\n"))
+
+    def count(self, text: str) -> int:
+        """How many output lines so far contain ``text``."""
+        return sum(text in line for line in list(self.output))
+
+    def wait_for_count(self, text: str, count: int, timeout: float = STEP) -> None:
+        """Block until ``count`` output lines contain ``text`` (run it in a thread)."""
+        with self._grew:
+            if not self._grew.wait_for(lambda: self.count(text) >= count, timeout=timeout):
+                output = "".join(self.output)[-4000:]
+                raise AssertionError(f"fewer than {count} lines with {text!r} within {timeout}s; output:\n{output}")
+
+    async def seen(self, text: str, count: int = 1, timeout: float = STEP) -> None:  # noqa: ASYNC109 - a thread waits
+        """Wait (without blocking the event loop) until ``count`` output lines contain ``text``."""
+        await anyio.to_thread.run_sync(self.wait_for_count, text, count, timeout)
 
     def wait_for_line(self, prefix: str, timeout: float = STEP) -> str:
         """The first output line (stdout or stderr) starting with ``prefix`` (blocking: run it in a thread)."""

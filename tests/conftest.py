@@ -188,3 +188,5 @@ def spawn(dsn: str, tmp_path: Path) -> Iterator[Callable[..., Child]]:
     yield start
     for child in started:
         child.stop()
+        # kept for a failing test's post-mortem (pytest keeps the last runs' tmp_path)
+        (tmp_path / f"child-{child.proc.pid}.log").write_text("".join(child.output))

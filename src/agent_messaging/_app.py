@@ -20,6 +20,7 @@ raises ``LifecycleError``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             async with contextlib.AsyncExitStack() as stack:
                 db = await self._open_database(stack)
                 runtime_id = uuid.uuid4().hex[:12]  # its own NOTIFYs are ignored by its listener
-                presence = Presence(db, runtime_id)
+                presence = Presence(db, runtime_id, self.config.ownership_lease)
                 await presence.open()
                 stack.push_async_callback(presence.close)
                 # An error from the user's block is re-raised as itself after the task groups
@@ -216,7 +217,14 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             directory=Directory(self._agents),
             codec=Codec(self.message_type, cfg.max_message_bytes),
             signals=signals,
-            news=News(db, signals, runtime_id, notify=cfg.notify, poll_interval=cfg.poll_interval),
+            news=News(
+                db,
+                signals,
+                runtime_id,
+                notify=cfg.notify,
+                poll_interval=cfg.poll_interval,
+                check_interval=cfg.ownership_lease / 4,
+            ),
         )
         registry = self._registry
         calls: Calls[T] = Calls(services)
@@ -253,6 +261,8 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         await tg.start(parts.events.run)
         await tg.start(parts.runners.run)
         await tg.start(parts.participants.run)
+        watch = parts.services.presence.watch
+        await tg.start(watch, functools.partial(_fence, parts), functools.partial(_restore, parts))
 
     async def _stop(self, tg: anyio.abc.TaskGroup, parts: Internals[T]) -> None:
         """Stop intake, let running handlers finish within the grace period, then cancel the rest."""
@@ -442,9 +452,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
         agent_id = await self._agents.reactivate(name, RESTART_PREFIX, parts.services.runtime_id)
         agent = await self._agents.get(name)  # AgentNotFound for an unknown agent
         if agent_id is None:
-            raise InvalidOperation(
-                f"agent {name!r} is {agent.status.value}, not failed: there is nothing to restart"
-            )
+            raise InvalidOperation(f"agent {name!r} is {agent.status.value}, not failed: there is nothing to restart")
         hosted = parts.host.by_id.get(agent_id)
         if hosted is not None:  # hosted here: restart it now (the NOTIFY is for the other runtimes)
             await parts.host.restart(hosted)
@@ -491,3 +499,17 @@ def internals(am: AgentMessaging[T]) -> Internals[T]:
     with the implementation. ``LifecycleError`` when the runtime is not open.
     """
     return am._open_parts()
+
+
+async def _fence(parts: Internals[Any]) -> None:
+    """The runtime lost its presence lock: stop all handling at once (turn handlers, agents, meetings)."""
+    parts.participants.fence()
+    await parts.host.fence()
+    await parts.runners.fence()
+
+
+async def _restore(parts: Internals[Any]) -> None:
+    """The runtime holds its presence lock again: re-claim and restart what was its own, listen again."""
+    parts.services.news.renew()
+    await parts.host.restore()  # before the meetings: their participants' turns are taken here again
+    await parts.runners.restore()

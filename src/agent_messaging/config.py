@@ -192,6 +192,14 @@ class Config(BaseSettings):
     restart_backoff_max: float = Field(default=2.0, ge=0, description="Cap of the restart backoff in seconds.")
     notify: bool = Field(default=True, description="Use LISTEN/NOTIFY to wake other processes.")
     poll_interval: float = Field(default=1.0, gt=0, description="Fallback re-check period for lost notifications.")
+    ownership_lease: float = Field(
+        default=2.0,
+        ge=0.2,
+        le=600,
+        description="Seconds another runtime waits, after this one's presence lock was seen gone, before taking "
+        "over its agents and meetings; a runtime checks its database connection every lease/4 and stops handling "
+        "within lease/2 of losing it, so two runtimes never handle one agent at once.",
+    )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds running handlers get to finish on close.")
     log_level: str = Field(
         default="INFO",

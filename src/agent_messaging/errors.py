@@ -264,12 +264,20 @@ class LifecycleError(InvalidOperation):
 class ReplyTimeout(AgentMessagingError, TimeoutError):
     """``send_and_wait`` got no reply before its timeout. A late reply lands in the sender's unread messages."""
 
-    def __init__(self, sender: str, recipient: str, request_id: UUID, timeout: float) -> None:
+    def __init__(self, sender: str, recipient: str, request_id: UUID, timeout: float, *, hosted: bool = True) -> None:
         self.sender = sender
         self.recipient = recipient
         self.request_id = request_id
         self.timeout = timeout
-        super().__init__(f"no reply from {recipient!r} to {sender!r} for request {request_id} within {timeout:g}s")
+        self.hosted = hosted
+        """Whether a running runtime hosted the recipient when the call timed out."""
+        text = f"no reply from {recipient!r} to {sender!r} for request {request_id} within {timeout:g}s"
+        if not hosted:
+            text += (
+                f": no running runtime hosts {recipient!r}; host it (register_handler, host, or 'agent-messaging "
+                "run'), or have it read its requests (get_unread_messages) and reply"
+            )
+        super().__init__(text)
 
 
 class WaitTimeout(AgentMessagingError, TimeoutError):
@@ -411,7 +419,5 @@ def error_from_json(data: dict[str, Any]) -> AgentMessagingError:
 
 
 _ERRORS: dict[str, type[AgentMessagingError]] = {
-    name: obj
-    for name, obj in list(globals().items())
-    if isinstance(obj, type) and issubclass(obj, AgentMessagingError)
+    name: obj for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, AgentMessagingError)
 }

@@ -167,6 +167,8 @@ async def test_timeout_then_late_reply_lands_in_unread(am: AM) -> None:
     assert err.sender == "alice"
     assert err.recipient == "bob"
     assert str(err.request_id) in str(err)
+    assert not err.hosted  # nobody hosts bob: the error says so, and what to do
+    assert "no running runtime hosts 'bob'" in str(err)
     row = await internals(am).database.fetch_row(
         "SELECT timed_out_at, reply_deadline FROM messages WHERE id = $1", [err.request_id]
     )
@@ -485,3 +487,17 @@ async def test_resume_agent_handler_runs_unread_in_order(config: Config) -> None
             assert await am.conversation.resume_agent_handler("bob") == 3
         assert seen == [0, 1, 2]
         assert await am.conversation.resume_agent_handler("bob") == 0
+
+
+async def test_a_timeout_from_a_hosted_recipient_does_not_blame_hosting(am: AM) -> None:
+    await setup(am, "alice", "bob")
+
+    @am.register_handler("bob")
+    async def bob(message: Any, ctx: Any) -> Any:
+        await anyio.sleep(1)
+
+    await until(lambda: hosted(am, "bob"))
+    with pytest.raises(ReplyTimeout) as info:
+        await am.conversation.send_and_wait("alice", "bob", "slow", timeout=0.2)
+    assert info.value.hosted
+    assert "no running runtime" not in str(info.value)

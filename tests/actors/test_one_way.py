@@ -96,7 +96,7 @@ async def test_all_recipients_commit_together_or_none(am: AgentMessaging[Any]) -
     await setup_agents(am, "alice", "bob", "carol")
     await internals(am).services.directory.get("bob")  # cached: the row vanishing below is only seen by the database
     await internals(am).database.execute("DELETE FROM agents WHERE external_id = 'bob'")
-    with pytest.raises(Exception, match="foreign key"):
+    with pytest.raises(AgentNotFound, match="bob"):  # the database refuses a recipient that is not live
         await am.one_way.send("alice", ["carol", "bob"], "one row of two cannot be written")
     assert await message_count(am) == 0  # carol's row was not committed either
     await am.one_way.send("alice", "carol", "still works")

@@ -94,6 +94,7 @@ async def test_a_runner_killed_while_remote_participants_wait_is_taken_over_and_
         runner.proc.send_signal(signal.SIGKILL)  # the runner dies with three callers waiting on it
         runner.proc.wait(10)
         killed = time.monotonic()
+
         # the next runtime to notice (a waiting caller's, at its next wake-up: this one or p3's) takes it over
         async def taken() -> bool:
             runner = await hosts.meeting_runner(internals(local).database, meeting)

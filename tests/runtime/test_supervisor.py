@@ -307,6 +307,39 @@ async def test_stop_child_stops_only_that_child() -> None:
             await sup.stop_child("a")
 
 
+async def test_kill_child_cancels_the_running_message_and_fails_the_queued_asks() -> None:
+    tracker, other = Tracker(), Tracker()
+    never = anyio.Event()
+    async with running(Supervisor("sup")) as sup:
+        ref = await sup.start_child(ChildSpec("a", tracker.factory))
+        b = await sup.start_child(ChildSpec("b", other.factory))
+        failures: list[BaseException] = []
+
+        async def ask(message: Any) -> None:
+            try:
+                await ref.ask(message)
+            except ActorStopped as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, ("block", never, "ok"))  # would block for ever
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(ask, "queued")
+            await anyio.wait_all_tasks_blocked()
+            sup.kill_child("a")  # returns at once
+            with anyio.fail_after(5):
+                await ref.wait_stopped()
+        assert len(failures) == 2  # the cancelled one and the queued one
+        assert not ref.is_alive
+        assert tracker.instances[0].stopped  # on_stop ran
+        assert tracker.instances[0].seen == []  # the queued message was never handled
+        assert len(tracker.start_times) == 1  # not restarted, although PERMANENT
+        assert sup.children() == ["b"]
+        assert await b.ask("x") == "x"
+        with pytest.raises(NotFound):
+            sup.kill_child("a")
+
+
 async def test_child_names_are_unique_and_a_failing_first_start_is_raised() -> None:
     class NoStart(Actor[Any]):
         async def on_start(self) -> None:

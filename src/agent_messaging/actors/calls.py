@@ -34,7 +34,7 @@ from .._validation import storable_text
 from ..errors import ConversationEnded, HandlerError, InvalidMessage, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
 from ..persistence._rows import as_uuid, json_dict
-from ..persistence.store import conversations as store
+from ..persistence.store import conversations as store, hosts
 from ..persistence.writer import Write
 from ..runtime._slot import Slot
 from .envelope import Envelope, insert_row, new_envelope
@@ -182,7 +182,16 @@ class Calls(Generic[T]):
             return waiter.result()
         self.services.writer.submit_nowait([Write(store.TIMED_OUT, (waiter.request_id,))])
         assert limit is not None
-        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit)
+        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit, hosted=await self._hosted(waiter))
+
+    async def _hosted(self, waiter: Waiter[T]) -> bool:
+        """Whether a live runtime hosts ``waiter``'s recipient (for the timeout's message; True if unknown)."""
+        try:
+            with anyio.fail_after(self.services.config.connect_timeout):
+                agent = await self.services.directory.get(waiter.recipient)
+                return await hosts.hosted_live(self.services.db, agent.id)
+        except Exception:
+            return True
 
     async def _unconsume(self, waiter: Waiter[T]) -> None:
         """The caller was cancelled after its reply was consumed: put the reply back in its unread messages."""

@@ -59,6 +59,10 @@ class AgentHost(Generic[T]):
         """Agents whose meeting turns (only) are taken here (``register_turn_handler`` without hosting)."""
         self.on_turns_taken: Callable[[list[str]], None] | None = None
         """Called with the agents whose meeting turns this runtime has just started to take."""
+        self._turns_only: dict[str, tuple[HostSpec, AgentInfo]] = {}
+        self.epoch = 0
+        """How many times this runtime fenced itself (a claim made across a fence is void)."""
+        self._taking = anyio.Lock()
         self._pending: list[HostSpec] = []
         self._sweeping = False
         cfg = services.config
@@ -130,6 +134,7 @@ class AgentHost(Generic[T]):
             self.services.directory.remember(agent)
             self.waiting.pop(spec.agent, None)
             ready.append((spec, agent))
+        epoch = self.epoch
         claimed = await self._claim(ready)
         restarts = await self.services.directory.agents.restart_counts(list(claimed))
         started: list[HostedAgent[T]] = []
@@ -139,7 +144,7 @@ class AgentHost(Generic[T]):
                 log.info("agent.hosted_elsewhere", agent=spec.agent)
                 continue
             self.standby.pop(spec.agent, None)
-            hosted = await self._start_actor(spec, agent, restarts.get(agent.id, 0), catch_up=False)
+            hosted = await self._start_actor(spec, agent, restarts.get(agent.id, 0), epoch, catch_up=False)
             if hosted is not None:
                 started.append(hosted)
         self._turns_taken([spec.agent for spec, agent in ready if agent.id in claimed])
@@ -152,7 +157,8 @@ class AgentHost(Generic[T]):
                     hosted.catching_up = False
 
     async def _claim(self, pairs: list[tuple[HostSpec, AgentInfo]]) -> set[uuid.UUID]:
-        """Claim these agents for this runtime, recording which of them it takes the meeting turns of."""
+        """Claim these agents for this runtime, recording which of them it takes the meeting turns of (a claim
+        that completes after the runtime fenced itself counts for nothing: see :meth:`_start_actor`)."""
         turns = [self.registry.has_turn_handler(spec.agent) for spec, _agent in pairs]
         return await self.presence.claim([agent.id for _spec, agent in pairs], turns)
 
@@ -170,16 +176,32 @@ class AgentHost(Generic[T]):
         return await store.with_unread(self.services.db, [hosted.agent.id for hosted in agents])
 
     async def _start_actor(
-        self, spec: HostSpec, agent: AgentInfo, restarts: int = 0, *, catch_up: bool = True
+        self, spec: HostSpec, agent: AgentInfo, restarts: int, epoch: int, *, catch_up: bool = True
     ) -> HostedAgent[T] | None:
+        """Start hosting ``agent`` claimed in fencing ``epoch`` (put back on standby if the runtime fenced since)."""
+        if epoch != self.epoch:
+            self.standby[spec.agent] = (spec, agent)
+            return None
+        if spec.agent in self.hosted or spec.agent in self.turn_owned:  # started by a concurrent claim
+            return None
         if spec.turns_only:
             self.turn_owned.add(spec.agent)
+            self._turns_only[spec.agent] = (spec, agent)
             log.info("agent.turns_taken_here", agent=spec.agent)
             return None
+        await self.supervisor.wait_child_gone(spec.agent)  # its actor of before a fence may still be stopping
+        if spec.agent in self.hosted or epoch != self.epoch:  # started meanwhile, or fenced
+            return await self._start_actor(spec, agent, restarts, epoch, catch_up=catch_up)
         hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
         hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
+        if epoch != self.epoch:  # fenced while it started: fence() could not stop it
+            self.supervisor.kill_child(spec.agent)
+            self.hosted.pop(spec.agent, None)
+            self.by_id.pop(agent.id, None)
+            self.standby[spec.agent] = (spec, agent)
+            return None
         log.info("agent.hosted", agent=spec.agent)
         if catch_up:
             self._start_catch_up(hosted)
@@ -265,7 +287,7 @@ class AgentHost(Generic[T]):
 
     async def restart(self, hosted: HostedAgent[T]) -> None:
         """Start a ``failed`` agent's actor again (its restart intensity starts afresh) and catch it up."""
-        if not hosted.failed:
+        if not hosted.failed or self.hosted.get(hosted.spec.agent) is not hosted:  # not failed, or fenced since
             return
         hosted.failed = False
         hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
@@ -273,29 +295,71 @@ class AgentHost(Generic[T]):
         self._start_catch_up(hosted)
 
     async def _sweep(self) -> None:
-        """Catch up the agents with unread messages (one query for all), keep the liveness lock,
-        and take over standby agents whose host died."""
+        """Catch up the agents with unread messages (one query for all) and take over standby agents whose
+        host is gone (for a lease: see :mod:`agent_messaging.persistence.presence`)."""
         try:
             live = [hosted for hosted in self.hosted.values() if not hosted.failed]
             if live:
                 with_news = await self._with_unread(live)
                 self.poke([hosted for hosted in live if hosted.agent.id in with_news])
-            await self.presence.ensure_alive()
-            if self.standby:
-                wanted = {agent.id: (spec, agent) for spec, agent in self.standby.values()}
-                for agent_id in await self._claim(list(wanted.values())):
-                    spec, agent = wanted[agent_id]
-                    self.standby.pop(spec.agent, None)
-                    log.info("agent.taken_over", agent=spec.agent)
-                    restarts = await self.services.directory.agents.restart_counts([agent.id])
-                    await self._start_actor(spec, agent, restarts.get(agent.id, 0))
-                    self._turns_taken([spec.agent])
+            await self._take_standby()
             if self.waiting:  # registered by another process meanwhile?
                 await self.host_many(list(self.waiting.values()))
         except Exception as exc:  # the next sweep tries again
             log.warning("agent.sweep_failed", error=repr(exc))
         finally:
             self._sweeping = False
+
+    async def _take_standby(self) -> None:
+        """Claim the standby agents that nobody (alive) hosts, and start them here (one taker at a time: the
+        sweep and a restore may try at once)."""
+        async with self._taking:
+            await self._take_standby_now()
+
+    async def _take_standby_now(self) -> None:
+        if not self.standby:
+            return
+        wanted = {agent.id: (spec, agent) for spec, agent in self.standby.values()}
+        epoch = self.epoch
+        claimed = await self._claim(list(wanted.values()))
+        restarts = await self.services.directory.agents.restart_counts(list(claimed)) if claimed else {}
+        for agent_id in claimed:
+            spec, agent = wanted[agent_id]
+            self.standby.pop(spec.agent, None)
+            log.info("agent.taken_over", agent=spec.agent)
+            await self._start_actor(spec, agent, restarts.get(agent_id, 0), epoch)
+        self._turns_taken([wanted[agent_id][0].agent for agent_id in claimed])
+
+    # ---------------------------------------------------------------- fencing
+
+    async def fence(self) -> None:
+        """This runtime lost its presence lock: stop every agent actor at once and put every agent it owned on
+        standby (:meth:`restore` claims them again).
+
+        A running handler is cancelled; its message stays unhandled in the database, so whichever runtime owns
+        the agent next delivers it again. Waits (at most a quarter of the lease) for the actors to stop.
+        """
+        self.epoch += 1
+        refs = []
+        for name, hosted in list(self.hosted.items()):
+            self.standby[name] = (hosted.spec, hosted.agent)
+            if hosted.ref is not None and hosted.ref.is_alive:
+                refs.append(hosted.ref)
+                self.supervisor.kill_child(name)
+        self.standby.update(self._turns_only)
+        self.hosted.clear()
+        self.by_id.clear()
+        self.turn_owned.clear()
+        self._turns_only.clear()
+        with anyio.move_on_after(self.presence.lease / 4):
+            for ref in refs:
+                await ref.wait_stopped()
+        log.warning("agent.fenced", stopped=len(refs), standby=len(self.standby))
+
+    async def restore(self) -> None:
+        """This runtime holds its presence lock again: claim the agents it owned (those another runtime took
+        meanwhile stay on standby here) and start them."""
+        await self._take_standby()
 
     async def _catch_up(self, hosted: HostedAgent[T]) -> None:
         """Queue everything unread for ``hosted`` from the database, in order; again while poked meanwhile."""

@@ -9,7 +9,8 @@ LISTEN connection per runtime: it ignores its own runtime's notifications
 ``remote:<key>``, a key that only news from elsewhere fires) and hands them to
 its subscribers (the agent host pokes agents that have news). Because a NOTIFY
 can be lost, the sweep wakes every waiter and subscriber each
-``poll_interval`` seconds so they re-check the database.
+``poll_interval`` seconds so they re-check the database; and a LISTEN
+connection that broke is opened again (see :class:`News`).
 """
 
 from __future__ import annotations
@@ -67,19 +68,41 @@ class Signals:
 
 
 class News:
-    """The runtime's ears: the LISTEN connection, the periodic sweep and their subscribers."""
+    """The runtime's ears: the LISTEN connection, the periodic sweep and their subscribers.
 
-    def __init__(self, db: Database, signals: Signals, runtime_id: str, *, notify: bool, poll_interval: float) -> None:
+    The LISTEN connection is checked every ``check_interval`` seconds (and at once after :meth:`renew`); when
+    it broke (a database restart, a dropped connection) it is opened again with backoff, and every waiter and
+    subscriber is woken to catch up on what was sent meanwhile.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        signals: Signals,
+        runtime_id: str,
+        *,
+        notify: bool,
+        poll_interval: float,
+        check_interval: float = 0.5,
+    ) -> None:
         self.db = db
         self.signals = signals
         self.runtime_id = runtime_id
         self.notify = notify
         self.poll_interval = poll_interval
+        self.check_interval = check_interval
+        self.reconnects = 0
+        """How many times the LISTEN connection was opened again."""
         self._subscribers: list[Subscriber] = []
+        self._renew = anyio.Event()
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call ``subscriber`` for every foreign NOTIFY and every sweep from now on."""
         self._subscribers.append(subscriber)
+
+    def renew(self) -> None:
+        """Check the LISTEN connection now (the runtime has just reconnected to the database)."""
+        self._renew.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """LISTEN (if ``notify``) and sweep until cancelled."""
@@ -101,7 +124,12 @@ class News:
         for subscriber in self._subscribers:
             subscriber(keys)
 
-    async def _listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    def _wake_all(self) -> None:
+        self.signals.fire_all()
+        for subscriber in self._subscribers:
+            subscriber(None)
+
+    async def _start_listener(self) -> Any:
         db = self.db
 
         async def on_notify(_conn: Any, payload: str, _channel: str, _pid: int) -> None:
@@ -114,21 +142,52 @@ class News:
             listener.listen()
             return listener
 
-        async def stop(listener: Any) -> None:
+        return await db.run_on_loop(start)
+
+    async def _stop_listener(self, listener: Any) -> None:
+        async def stop() -> None:
             listener.abort_listen()
             await listener.shutdown()
 
-        listener = await db.run_on_loop(start)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self.db.run_on_loop(stop)
+            except Exception as exc:  # a broken connection may refuse a clean shutdown: it is gone anyway
+                log.info("listener.stop_failed", error=repr(exc))
+
+    async def _listen(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        listener = await self._start_listener()
         try:
             task_status.started()
-            await anyio.sleep_forever()
+            while True:
+                with anyio.move_on_after(self.check_interval):
+                    await self._renew.wait()
+                if self._renew.is_set():
+                    self._renew = anyio.Event()
+                if await self.db.answers(listener.connection):
+                    continue
+                log.warning("listener.lost", action="reconnecting; wake-ups fall back to the sweep meanwhile")
+                old, listener = listener, None
+                await self._stop_listener(old)
+                listener = await self._reopen()
+                self.reconnects += 1
+                self._wake_all()  # what was notified while nobody listened
+                log.warning("listener.restored")
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await db.run_on_loop(stop, listener)
+            if listener is not None:
+                await self._stop_listener(listener)
+
+    async def _reopen(self) -> Any:
+        delay = 0.05
+        while True:
+            try:
+                return await self._start_listener()
+            except Exception as exc:
+                log.info("listener.reconnect_failed", error=repr(exc), retry_in=delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _sweep(self) -> None:
         while True:
             await anyio.sleep(self.poll_interval)
-            self.signals.fire_all()
-            for subscriber in self._subscribers:
-                subscriber(None)
+            self._wake_all()

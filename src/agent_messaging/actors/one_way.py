@@ -60,7 +60,11 @@ class OneWay(Generic[T]):
         value, text = self.services.codec.prepare(message)
         envs = [new_envelope(MessageKind.ONE_WAY, agent, target, value, text, metadata=meta) for target in targets]
         keys = [str(env.recipient_id) for env in envs]
-        await self.services.writer.write([insert_write(env) for env in envs], notify=keys)
+        try:
+            await self.services.writer.write([insert_write(env) for env in envs], notify=keys)
+        except Exception as exc:  # deregistered meanwhile (the database refuses it whatever our cache says)
+            self.services.directory.refused(exc, targets)
+            raise
         await self.host.committed(envs)
         return [env.id for env in envs]
 

@@ -25,6 +25,7 @@ from ..models import AgentInfo
 from ..persistence.database import Database
 from ..persistence.presence import Presence
 from ..persistence.store.agents import Agents
+from ..persistence.store.messages import deregistered_recipient
 from ..persistence.writer import Writer
 from .news import News, Signals
 
@@ -150,6 +151,15 @@ class Directory:
                 raise AgentNotFound(str(agent_id))
             self._by_id[agent_id] = agent
         return agent
+
+    def refused(self, exc: BaseException, targets: Iterable[AgentInfo]) -> None:
+        """If the database refused a write because one of ``targets`` was deregistered (by any runtime), forget
+        it and raise ``AgentNotFound`` for it; otherwise return (the caller re-raises ``exc``)."""
+        agent_id = deregistered_recipient(exc)
+        for target in targets:
+            if target.id == agent_id:
+                self.forget(target.external_id)
+                raise AgentNotFound(target.external_id) from None
 
     @staticmethod
     def same_organization(agent: AgentInfo, others: Iterable[AgentInfo]) -> None:

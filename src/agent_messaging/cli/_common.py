@@ -71,8 +71,6 @@ DsnOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 
 
-
-
 @dataclass(frozen=True)
 class CliState:
     """Options of the root command, kept in the click context's ``obj`` for every subcommand."""

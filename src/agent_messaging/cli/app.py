@@ -55,8 +55,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-
-
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -90,8 +88,6 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(messages_app, name="messages")
 app.add_typer(meetings_app, name="meetings")
 app.add_typer(dead_letters_app, name="dead-letters")
-
-
 
 
 def main() -> None:

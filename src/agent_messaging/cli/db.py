@@ -14,7 +14,6 @@ __all__ = ["db_app"]
 db_app = typer.Typer(help="The database: schema migrations, status, connection URL.", no_args_is_help=True)
 
 
-
 def _migration_name(version: int, name: str) -> str:
     return f"{version:04d}_{name}"
 

@@ -31,11 +31,12 @@ from ..config import check_dsn, dsn_host, dsn_password, mask_secret, redact_dsn
 from ..errors import ConfigurationError, PersistenceUnavailable
 from ._bridge import Bridge, open_bridge
 
-__all__ = ["Database", "Row", "is_connection_error"]
+__all__ = ["Database", "Row", "is_connection_error", "is_transient"]
 
 R = TypeVar("R")
 Row = dict[str, Any]
 log = get_logger("agent_messaging.persistence")
+_TCP_USER_TIMEOUT = 15
 
 _CONNECTION_ERRORS = (
     pg_exc.BaseConnectionPoolError,
@@ -148,6 +149,13 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, pg_exc.Error) and any(word in text for word in _DISCONNECT_WORDS)
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether the statement failed only because of a concurrent one (a deadlock, a serialization failure):
+    running it again succeeds."""
+    text = str(exc)
+    return isinstance(exc, pg_exc.Error) and ("deadlock detected" in text or "could not serialize access" in text)
+
+
 class Database:
     """A psqlpy ``ConnectionPool`` plus the backend bridge. Open with :meth:`open`, close with :meth:`aclose`."""
 
@@ -182,6 +190,8 @@ class Database:
                 dsn=self._dsn,
                 max_db_pool_size=self.pool_size,
                 connect_timeout_sec=max(1, int(self.connect_timeout)),
+                tcp_user_timeout_sec=_TCP_USER_TIMEOUT,  # a dead peer (no FIN) fails a query instead of hanging it
+                keepalives=True,
                 application_name="agent-messaging",
             )
 
@@ -293,6 +303,22 @@ class Database:
         """Run an arbitrary coroutine function on the psqlpy loop (for the listener)."""
         bridge, _pool = self._require()
         return await bridge.run(fn, *args)
+
+    async def answers(self, conn: psqlpy.Connection) -> bool:
+        """Whether ``conn`` (a dedicated connection: presence, LISTEN) still answers ``SELECT 1``.
+
+        A slow answer is not a lost connection (a busy runtime would otherwise think itself cut off): the
+        connection's TCP user timeout bounds how long a dead peer can keep it waiting."""
+
+        async def execute() -> None:
+            await conn.execute("SELECT 1")
+
+        try:
+            await self.run_on_loop(execute)
+        except Exception as exc:
+            log.info("database.probe_failed", error=repr(exc))
+            return False
+        return True
 
     def call_soon_in_caller(self, fn: Callable[[], None]) -> None:
         """From a callback on the psqlpy loop, schedule ``fn()`` on the runtime's event loop."""

@@ -1,24 +1,37 @@
-"""Runtime presence and agent ownership across processes.
+"""Runtime presence and fenced ownership across processes.
 
 Each runtime opens one *presence* connection and takes a session-level
 advisory lock on a random key. It is alive exactly while that lock is held:
 when its process dies, PostgreSQL closes the connection and drops the lock.
-``agent_hosts`` records which runtime hosts which agent; a runtime may claim an
-agent that nobody hosts, or whose recorded host no longer holds its lock. One
-lock per runtime (not per agent) keeps the lock table small however many
-agents are hosted.
+``agent_hosts`` and ``meeting_hosts`` record which runtime hosts which agent
+and runs which meeting. One lock per runtime (not per agent) keeps the lock
+table small however many agents are hosted.
+
+Ownership is *fenced* (:mod:`.store.hosts`): a lock also goes when the
+database restarts or the connection drops while the process lives on. So
+another runtime takes over what a runtime owned only after its lock has been
+seen gone for ``Config.ownership_lease`` seconds, and :meth:`Presence.watch`
+checks the connection every lease/4: on a failed (or slow) check the runtime
+*fences* itself at once (stops every agent and meeting actor it runs: no
+intake, no handling), reconnects with backoff, takes its lock again, and
+*restores*: re-claims what it owned (what another runtime took meanwhile stays
+there) and starts again. A claim is refused to a runtime that does not hold
+its lock, so a runtime between losing its connection and noticing it claims
+nothing.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import psqlpy
+from anyio.abc import TaskStatus
 
 from .._log import get_logger
 from .database import Database
@@ -29,30 +42,64 @@ __all__ = ["Presence"]
 
 log = get_logger("agent_messaging.presence")
 
-class Presence:
-    """This runtime's liveness lock and its claims on agents."""
+#: What :meth:`Presence.watch` calls when the runtime lost (``fence``) and regained (``restore``) its lock.
+Callback = Callable[[], Awaitable[None]]
 
-    def __init__(self, db: Database, runtime_id: str) -> None:
+
+class _NotYet(Exception):
+    """The lock is still held by this runtime's previous session (the server has not noticed it gone)."""
+
+
+class Presence:
+    """This runtime's liveness lock, its claims on agents and meetings, and the watch that fences them."""
+
+    def __init__(self, db: Database, runtime_id: str, lease: float = 2.0) -> None:
         self.db = db
         self.runtime_id = runtime_id
+        self.lease = lease
         self.key = random.SystemRandom().getrandbits(62) + 1  # not the global random: a program may seed it
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
+        self.held = False
+        """Whether this runtime holds its lock as far as it knows (claims are made only then)."""
+        self.outages = 0
+        """How many times the runtime lost its lock (and fenced itself)."""
         self._conn: psqlpy.Connection | None = None
+
+    async def _connect(self, *, wait: bool) -> psqlpy.Connection:
+        timeout = max(1, math.ceil(self.lease / 2))
+        conn = await psqlpy.connect(
+            dsn=self.db.dsn,
+            application_name="agent-messaging-presence",
+            connect_timeout_sec=timeout,
+            tcp_user_timeout_sec=timeout,  # a dead peer fails the check instead of hanging it
+            keepalives=True,
+        )
+        try:
+            if wait:
+                await conn.execute("SELECT pg_advisory_lock($1)", [self.key])
+            else:
+                result = await conn.execute("SELECT pg_try_advisory_lock($1) AS ok", [self.key])
+                if not result.result()[0]["ok"]:
+                    raise _NotYet
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     async def open(self) -> None:
         """Open the presence connection and take the liveness lock."""
 
         async def connect() -> psqlpy.Connection:
-            conn = await psqlpy.connect(dsn=self.db.dsn, application_name="agent-messaging-presence")
-            await conn.execute("SELECT pg_advisory_lock($1)", [self.key])
-            return conn
+            return await self._connect(wait=True)
 
         self._conn = await self.db.run_on_loop(connect)
+        self.held = True
         log.info("presence.open", runtime=self.runtime_id)
 
     async def close(self) -> None:
         """Give up every claim and the lock (closing the connection releases it)."""
+        self.held = False
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -69,24 +116,63 @@ class Presence:
             except Exception as exc:  # the lock goes with the connection anyway
                 log.warning("presence.release_failed", error=repr(exc))
 
-    async def ensure_alive(self) -> None:
-        """Check the lock is still held; reconnect and re-lock if the connection broke."""
+    async def watch(
+        self, fence: Callback, restore: Callback, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Check the lock every lease/4 until cancelled; when it is lost, ``fence``, reconnect, ``restore``.
+
+        ``fence`` must stop all handling at once (it is called within half a lease of the loss); ``restore``
+        re-claims what the runtime owned. Run it in the runtime's task group.
+        """
+        task_status.started()
+        while True:
+            await anyio.sleep(self.lease / 4)
+            if await self._check():
+                continue
+            self.held = False
+            self.outages += 1
+            lost_at = anyio.current_time()
+            log.warning("presence.lost", runtime=self.runtime_id, action="stopped every agent and meeting here")
+            await fence()
+            await self._reconnect()
+            try:
+                await restore()
+            except Exception as exc:  # the sweep re-claims what is still on standby
+                log.warning("presence.restore_failed", error=repr(exc))
+            outage = round(anyio.current_time() - lost_at, 3)
+            log.warning("presence.restored", runtime=self.runtime_id, outage=outage)
+
+    async def _check(self) -> bool:
+        """Whether the lock is still held: the presence connection answers (a dropped connection fails at once;
+        a dead peer within the connection's TCP user timeout, half a lease)."""
         conn = self._conn
-        if conn is None:
-            return
+        return conn is not None and await self.db.answers(conn)
 
-        async def check() -> None:
-            await conn.execute("SELECT 1")
+    async def _reconnect(self) -> None:
+        """Open a new presence connection and take the lock again, with backoff, however long it takes."""
+        old, self._conn = self._conn, None
+        if old is not None:
 
-        try:
-            await self.db.run_on_loop(check)
-            return
-        except Exception as exc:
-            log.warning("presence.lost", runtime=self.runtime_id, error=repr(exc))
-        try:
-            await self.open()
-        except Exception as exc:
-            log.warning("presence.reconnect_failed", error=repr(exc))
+            async def close() -> None:
+                old.close()
+
+            await self.db.run_on_loop(close)
+        delay = 0.05
+        while True:
+            try:
+
+                async def connect() -> psqlpy.Connection:
+                    return await self._connect(wait=False)
+
+                self._conn = await self.db.run_on_loop(connect)
+                self.held = True
+                return
+            except _NotYet:
+                log.info("presence.lock_still_held", runtime=self.runtime_id)
+            except Exception as exc:
+                log.info("presence.reconnect_failed", error=repr(exc), retry_in=delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.lease)
 
     @property
     def owner(self) -> tuple[int, str, str, int]:
@@ -96,12 +182,17 @@ class Presence:
     async def claim(self, agent_ids: Sequence[uuid.UUID], turns: Sequence[bool] | None = None) -> set[uuid.UUID]:
         """Claim these agents for this runtime (``turns``: whether it takes each one's meeting turns);
         returns the ones it now hosts."""
+        if not self.held:
+            return set()
         takes = list(turns) if turns is not None else [False] * len(agent_ids)
-        return await hosts.claim_agents(self.db, agent_ids, takes, self.owner)
+        return await hosts.claim_agents(self.db, agent_ids, takes, self.owner, self.lease)
 
     async def claim_meetings(self, meeting_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Claim these meetings for this runtime (unowned, or their runtime died); returns the ones it now runs."""
-        return await hosts.claim_meetings(self.db, meeting_ids, self.owner)
+        """Claim these meetings for this runtime (unowned, or their runtime gone for a lease); returns the ones it
+        now runs."""
+        if not self.held:
+            return set()
+        return await hosts.claim_meetings(self.db, meeting_ids, self.owner, self.lease)
 
     def host_write(self, meeting_id: uuid.UUID) -> Write:
         """The writer row that records this runtime as a new meeting's runner."""

@@ -11,7 +11,8 @@ means committed.
 Every statement is idempotent (client-made ids with ``ON CONFLICT DO NOTHING``,
 updates that set absolute values), so when the connection drops mid-batch the
 whole batch is simply retried, with backoff, until it commits or the caller's
-``persistence_timeout`` passes (then ``PersistenceUnavailable``). A unit whose
+``persistence_timeout`` passes (then ``PersistenceUnavailable``); so is a batch
+that lost a deadlock to a concurrent one. A unit whose
 rows are invalid fails alone: the batch is retried unit by unit to isolate it.
 """
 
@@ -30,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._log import get_logger
 from ..errors import PersistenceUnavailable
-from .database import Database, is_connection_error
+from .database import Database, is_connection_error, is_transient
 
 __all__ = ["JSON_COLUMNS", "NOTIFY_CHANNEL", "Statement", "Write", "Writer", "WriterStatistics", "insert_statement"]
 
@@ -272,11 +273,14 @@ class Writer:
             try:
                 returned = await self.db.run(apply)
             except Exception as exc:
-                if isinstance(exc, PersistenceUnavailable) or is_connection_error(exc):
+                if isinstance(exc, PersistenceUnavailable) or is_connection_error(exc) or is_transient(exc):
                     self._retries += 1
                     now = anyio.current_time()
                     batch = self._expire(batch, now, exc)
-                    log.warning("writer.retry", error=str(exc), delay=delay, units=len(batch))
+                    # once per batch at warning level: an outage of a few seconds is not a wall of warnings
+                    (log.warning if delay == 0.01 else log.info)(
+                        "writer.retry", error=str(exc), delay=delay, units=len(batch)
+                    )
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue

@@ -114,7 +114,7 @@ class _State(Enum):
 class _Child:
     """A child's bookkeeping; it outlives the instances it runs."""
 
-    __slots__ = ("closing", "done", "instance", "recent", "ref", "restarts", "sibling_delay", "spec")
+    __slots__ = ("closing", "done", "instance", "recent", "ref", "restarts", "scope", "sibling_delay", "spec")
 
     def __init__(self, spec: ChildSpec[Any] | SupervisorSpec) -> None:
         self.spec = spec
@@ -123,6 +123,7 @@ class _Child:
         self.closing = self.ref._closing if self.ref is not None else anyio.Event()
         self.done = anyio.Event()
         self.restarts = 0
+        self.scope = anyio.CancelScope()
         self.recent: deque[float] = deque()
         self.sibling_delay: float | None = None
 
@@ -285,6 +286,24 @@ class Supervisor:
         handle: ActorRef[Any] | Supervisor = await self._tg.start(self._run_child, child, name=f"actor:{spec.name}")
         return handle
 
+    def kill_child(self, name: str) -> None:
+        """Stop a child for good at once: its running message is cancelled (not handled), queued tells are
+        dropped and queued asks fail with ``ActorStopped``; ``on_stop`` runs, shielded. Returns at once;
+        ``wait_stopped`` on its ref waits until it has stopped.
+
+        :raises NotFound: no such child.
+        """
+        child = self._lookup(name)
+        child.closing.set()
+        child.scope.cancel()
+
+    async def wait_child_gone(self, name: str) -> None:
+        """Wait until no child named ``name`` runs (one being stopped or killed has finished stopping), so a
+        new child may take the name."""
+        child = self._children.get(name)
+        if child is not None:
+            await child.done.wait()
+
     async def stop_child(self, name: str) -> None:
         """Stop a child gracefully for good (it drains its mailbox first) and wait until it stopped.
 
@@ -331,47 +350,52 @@ class Supervisor:
                 task_status.started(child.handle)
 
         try:
-            while True:
-                error: Exception | None = None
-                try:
-                    await child.run_instance(ready)
-                except Exception as exc:
-                    if not started:
-                        raise
-                    error = exc
-                    self._failures += 1
-                    log.warning(
-                        "actor.crashed", supervisor=self.name, actor=spec.name, restarts=child.restarts, error=repr(exc)
-                    )
-                if child.closing.is_set() or self._state is not _State.RUNNING:
-                    return
-                if error is None and child.sibling_delay is not None:
-                    if spec.restart is RestartType.TEMPORARY:
-                        return
-                    delay = child.sibling_delay
-                else:
-                    maybe_delay = self._restart_delay(child, error)
-                    if maybe_delay is None:
-                        return
-                    delay = maybe_delay
-                    if self.strategy is Strategy.ONE_FOR_ALL:
-                        for other in list(self._children.values()):
-                            if other is not child:
-                                other.sibling_delay = delay
-                                other.request_exit()
-                with anyio.move_on_after(delay):
-                    await child.closing.wait()
-                if child.closing.is_set():
-                    return
-                child.sibling_delay = None
-                child.restarts += 1
-                self._restarts += 1
-                log.info("actor.restarted", supervisor=self.name, actor=spec.name, restarts=child.restarts, delay=delay)
+            with child.scope:
+                await self._supervise(child, ready, lambda: started)
         finally:
             child.finish()
             if self._children.get(spec.name) is child:
                 del self._children[spec.name]
             child.done.set()
+
+    async def _supervise(self, child: _Child, ready: Callable[[], None], started: Callable[[], bool]) -> None:
+        spec = child.spec
+        while True:
+            error: Exception | None = None
+            try:
+                await child.run_instance(ready)
+            except Exception as exc:
+                if not started():
+                    raise
+                error = exc
+                self._failures += 1
+                log.warning(
+                    "actor.crashed", supervisor=self.name, actor=spec.name, restarts=child.restarts, error=repr(exc)
+                )
+            if child.closing.is_set() or self._state is not _State.RUNNING:
+                return
+            if error is None and child.sibling_delay is not None:
+                if spec.restart is RestartType.TEMPORARY:
+                    return
+                delay = child.sibling_delay
+            else:
+                maybe_delay = self._restart_delay(child, error)
+                if maybe_delay is None:
+                    return
+                delay = maybe_delay
+                if self.strategy is Strategy.ONE_FOR_ALL:
+                    for other in list(self._children.values()):
+                        if other is not child:
+                            other.sibling_delay = delay
+                            other.request_exit()
+            with anyio.move_on_after(delay):
+                await child.closing.wait()
+            if child.closing.is_set():
+                return
+            child.sibling_delay = None
+            child.restarts += 1
+            self._restarts += 1
+            log.info("actor.restarted", supervisor=self.name, actor=spec.name, restarts=child.restarts, delay=delay)
 
     def _restart_delay(self, child: _Child, error: Exception | None) -> float | None:
         """Decide on a restart after ``child`` exited: its backoff, or ``None`` (stopped for good)."""

@@ -88,9 +88,9 @@ class Conversations(ChatQueries[T]):
         cid, extra = self._session(a, b)
         env = new_envelope(MessageKind.REQUEST, a, b, value, text, conversation_id=cid, reply_deadline=deadline)
         caller = CURRENT_AGENT.get()
-        if caller is not None:  # DeadlockDetected before anything is written
-            await self._wait_for(caller, b, env.id)
         try:
+            if caller is not None:  # DeadlockDetected before anything is written
+                await self._wait_for(caller, b, env.id)  # (a cancellation after its commit: removed below)
             waiter: Waiter[T] = Waiter(env.id, a.external_id, b.external_id, a.id, cid)
             self.calls.add(waiter)
             try:
@@ -197,7 +197,11 @@ class Conversations(ChatQueries[T]):
             env = new_envelope(MessageKind.END, a, b, prepared[0], prepared[1], conversation_id=cid)
             writes.append(insert_write(env))
         keys = [str(a.id), str(b.id)]
-        await self.services.writer.write(writes, notify=keys)
+        try:
+            await self.services.writer.write(writes, notify=keys)
+        except Exception as exc:
+            self.services.directory.refused(exc, [b])
+            raise
         self._sessions.pop(pair, None)
         self._opened.discard(cid)
         ending = None if prepared is None else prepared[0]
@@ -261,6 +265,7 @@ class Conversations(ChatQueries[T]):
         except PersistenceUnavailable:
             raise
         except Exception as exc:
+            self.services.directory.refused(exc, [b])  # deregistered by another runtime meanwhile
             if not extra:
                 raise
             # another process opened this pair's session at the same moment: adopt it and write again

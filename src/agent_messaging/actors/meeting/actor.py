@@ -51,19 +51,31 @@ from ...errors import (
 )
 from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
 from ...persistence._rows import as_uuid, to_json
-from ...persistence.store import meetings as store
+from ...persistence.store import hosts, meetings as store
 from ...persistence.writer import Write
 from ...runtime.actor import Actor, ActorRef
 from ..services import Services
 from .remote import Poll, RemoteSlot, command_key, flush
 from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
-__all__ = ["MeetingActor", "MeetingHandle"]
+__all__ = ["MeetingActor", "MeetingHandle", "RunnerMoved"]
 
 T = TypeVar("T")
 log = get_logger("agent_messaging.meeting")
 E = MeetingEventType
 Publish = Callable[[list[MeetingEvent[Any]]], None]
+
+
+class RunnerMoved(InvalidOperation):
+    """This runtime no longer runs the meeting: it was cut off from the database and another runtime took the
+    meeting over. The call changed nothing; calling again reaches the meeting where it runs now."""
+
+    def __init__(self, meeting_id: UUID) -> None:
+        self.meeting_id = meeting_id
+        super().__init__(
+            f"meeting {meeting_id} is now run by another runtime (this one lost its database connection "
+            "meanwhile); call again (attend_meeting waits for your next turn)"
+        )
 
 
 class MeetingHandle(Generic[T]):
@@ -100,6 +112,7 @@ class MeetingHandle(Generic[T]):
     def fail_waiters(self, error: BaseException, *, remote: bool = True) -> None:
         """Wake every caller still waiting in this meeting with ``error`` (``remote=False``: only the callers in
         this runtime; those in others keep waiting on their command rows for the next runner)."""
+
         def fails(waiter: TurnSlot | None) -> bool:
             return waiter is not None and (remote or not isinstance(waiter, RemoteSlot))
 
@@ -131,6 +144,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
         self._publish = publish
         self._payloads: dict[int, str] = {}  # JSON text of the payloads of the events being planned, by seq
         self._applying: UUID | None = None  # the command of another runtime being applied, until marked
+        self._moved = False
         self._load(handle.first or MeetingSnapshot(seats=list(handle.seats.values()), turn_duration=None))
 
     def _load(self, snap: MeetingSnapshot[T]) -> None:
@@ -267,6 +281,8 @@ class MeetingActor(Actor[Command[T] | Poll]):
             self._applying = command_id
             try:
                 await self._run(command, seat)
+            except RunnerMoved:
+                return  # the command waits on its row for the meeting's new runner
             except AgentMessagingError as exc:
                 slot.fail(exc)
             except Exception as exc:  # the caller gets a typed error; the meeting goes on
@@ -316,6 +332,8 @@ class MeetingActor(Actor[Command[T] | Poll]):
         log.info("meeting.turn_timed_out", meeting=str(self.id), agent=holder.agent, turn=self.turn_number)
         try:
             await self._advance(events, holder, "timeout")
+        except RunnerMoved:
+            return
         except AgentMessagingError as exc:
             log.warning("meeting.timeout_not_recorded", meeting=str(self.id), error=str(exc))
             self.receive_deadline = anyio.current_time() + 1.0  # the database is away: try again in a second
@@ -559,7 +577,25 @@ class MeetingActor(Actor[Command[T] | Poll]):
             turn = self.turn_number + (0 if ended else 1)
             holder = floor.agent_id if floor is not None else None
             writes.append(Write(store.STATE, (self.id, status.value, holder, turn, deadline, last)))
-        await self.services.writer.write([*writes, *(extra or ())], notify=notify or ())
+        # fenced: the commit fails unless this runtime still runs the meeting
+        writes.append(Write(hosts.RUNNER_GUARD, (self.id, self.services.presence.key)))
+        try:
+            await self.services.writer.write([*writes, *(extra or ())], notify=notify or ())
+        except Exception as exc:
+            if hosts.runner_lost(exc):
+                raise self._runner_moved() from None
+            raise
+
+    def _runner_moved(self) -> RunnerMoved:
+        """Another runtime runs the meeting now: fail the callers waiting here and stop (those in other
+        runtimes wait on their command rows for the new runner)."""
+        error = RunnerMoved(self.id)
+        if not self._moved:
+            self._moved = True
+            log.warning("meeting.moved", meeting=str(self.id), note="another runtime runs it now")
+            self.handle.fail_waiters(error, remote=False)
+            self.stop_self()
+        return error
 
     def _applied(self, events: list[MeetingEvent[Any]]) -> None:
         if not events:

@@ -50,7 +50,7 @@ class HostedParticipants(Generic[T]):
         self.registry = registry
         self.takes_turns = takes_turns
         self.submit: Submit | None = None
-        self._running: set[tuple[UUID, str]] = set()
+        self._running: dict[tuple[UUID, str], anyio.CancelScope] = {}
         self._sweeping = False
         self._tg: TaskGroup | None = None
         services.news.subscribe(self._on_news)
@@ -73,8 +73,8 @@ class HostedParticipants(Generic[T]):
         for agent in agents:
             handler = self.registry.turn_handler(agent) if self.takes_turns(agent) else None
             if handler is not None and (meeting_id, agent) not in self._running:
-                self._running.add((meeting_id, agent))
-                self._tg.start_soon(self._participate, meeting_id, agent, handler)
+                scope = self._running[(meeting_id, agent)] = anyio.CancelScope()
+                self._tg.start_soon(self._participate, meeting_id, agent, handler, scope)
 
     def attend_local(self, handle: MeetingHandle[T]) -> None:
         """This runtime started running a meeting: its participants with turn handlers here attend."""
@@ -122,12 +122,19 @@ class HostedParticipants(Generic[T]):
         assert turn is not None
         return turn
 
-    async def _participate(self, meeting_id: UUID, agent: str, handler: TurnHandler) -> None:
+    def fence(self) -> None:
+        """This runtime lost its presence lock: stop every participant task at once (a running turn handler is
+        cancelled). The agents' turns are taken again once the runtime has re-claimed them."""
+        for scope in self._running.values():
+            scope.cancel()
+
+    async def _participate(self, meeting_id: UUID, agent: str, handler: TurnHandler, scope: anyio.CancelScope) -> None:
         """Attend, then answer each turn with the handler's return value."""
         try:
-            turn = await self._turn(meeting_id, Command(Op.ATTEND, agent))
-            while not (turn.ended or turn.left):
-                turn = await self._take_turn(meeting_id, agent, handler, turn)
+            with scope:
+                turn = await self._turn(meeting_id, Command(Op.ATTEND, agent))
+                while not (turn.ended or turn.left):
+                    turn = await self._take_turn(meeting_id, agent, handler, turn)
         except MeetingEnded:
             pass
         except AgentMessagingError as exc:
@@ -135,7 +142,8 @@ class HostedParticipants(Generic[T]):
         except Exception:  # never let one participant take the runtime's other tasks down
             log.exception("meeting.hosted_agent_failed", meeting=str(meeting_id), agent=agent)
         finally:
-            self._running.discard((meeting_id, agent))
+            if self._running.get((meeting_id, agent)) is scope:
+                del self._running[(meeting_id, agent)]
 
     async def _take_turn(self, meeting_id: UUID, agent: str, handler: TurnHandler, turn: Turn[T]) -> Turn[T]:
         reply: Any = None

@@ -24,13 +24,13 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._log import get_logger
-from ...errors import ActorStopped, AgentMessagingError, InvalidOperation, MailboxFull, MeetingEnded
+from ...errors import ActorStopped, AgentMessagingError, InvalidOperation, MailboxFull, MeetingEnded, NotFound
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
 from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
 from ..registry import Registry
 from ..services import Services
-from .actor import MeetingActor, MeetingHandle
+from .actor import MeetingActor, MeetingHandle, RunnerMoved
 from .remote import POLL, Poll, flush
 from .types import Command, snapshot_of
 
@@ -64,6 +64,9 @@ class MeetingRunners(Generic[T]):
         )
         self._running = False
         self._sweeping = False
+        self.epoch = 0
+        """How many times this runtime fenced itself (a claim made across a fence is void)."""
+        self._fenced: set[UUID] = set()  # meetings run here when the runtime fenced itself: restore runs them
         self._taking = anyio.Lock()
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -102,7 +105,9 @@ class MeetingRunners(Generic[T]):
             mailbox_size=self.services.config.mailbox_size,
             escalate=False,
         )
+        epoch = self.epoch
         try:
+            await self.supervisor.wait_child_gone(child.name)  # its actor of before a fence may still be stopping
             handle.ref = await self.supervisor.start_child(child)
         except BaseException:
             if self.handles.get(handle.id) is handle:
@@ -110,6 +115,9 @@ class MeetingRunners(Generic[T]):
             raise
         finally:
             handle.started.set()
+        if epoch != self.epoch:  # fenced while it started: fence() could not stop it
+            self._fence_one(handle)
+            return
         for started in self.on_started:
             started(handle)
 
@@ -140,8 +148,46 @@ class MeetingRunners(Generic[T]):
             actor = handle.actor
             if actor is not None and actor.state is MeetingState.ENDED:
                 raise MeetingEnded(handle.id) from None
+            if self.handles.get(handle.id) is not handle:  # fenced, or moved to another runtime
+                raise RunnerMoved(handle.id) from None
             raise
         return await slot.wait()  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ fencing
+
+    async def fence(self) -> None:
+        """This runtime lost its presence lock: stop every meeting actor at once (:meth:`restore` runs them
+        again if no other runtime took them over meanwhile).
+
+        Callers waiting here get ``RunnerMoved`` (call again); callers in other runtimes keep waiting on their
+        command rows for whichever runtime runs the meeting next. Waits (at most a quarter of the lease) for
+        the actors to stop.
+        """
+        self.epoch += 1
+        handles = list(self.handles.values())
+        for handle in handles:
+            self._fence_one(handle)
+        with anyio.move_on_after(self.services.presence.lease / 4):
+            for handle in handles:
+                if handle.ref is not None:
+                    await handle.ref.wait_stopped()
+        if handles:
+            log.warning("meetings.fenced", meetings=len(handles))
+
+    def _fence_one(self, handle: MeetingHandle[T]) -> None:
+        self._fenced.add(handle.id)
+        if self.handles.get(handle.id) is handle:
+            del self.handles[handle.id]
+        handle.fail_waiters(RunnerMoved(handle.id), remote=False)
+        with contextlib.suppress(NotFound):  # already stopped
+            self.supervisor.kill_child(str(handle.id))
+
+    async def restore(self) -> None:
+        """This runtime holds its presence lock again: run the meetings it ran (those no other runtime took)."""
+        fenced = sorted(self._fenced)
+        await self.take_over(fenced)
+        self._fenced.difference_update(fenced)
+        await self.recover_orphans()
 
     # ------------------------------------------------------------------ takeover
 
@@ -168,6 +214,8 @@ class MeetingRunners(Generic[T]):
 
     async def _sweep(self) -> None:
         try:
+            if self._fenced:  # a restore that failed: try again
+                await self.restore()
             await self.recover_orphans()
             for meeting_id in await store.with_pending_commands(self.services.db, list(self.handles)):
                 handle = self.handles.get(meeting_id)
@@ -195,8 +243,11 @@ class MeetingRunners(Generic[T]):
             return
         async with self._taking:  # callers noticing the same orphan at once: one takes it over
             wanted = [mid for mid in meeting_ids if mid not in self.handles]
+            epoch = self.epoch
             claimed = await self.services.presence.claim_meetings(wanted)
-            if claimed:
+            if epoch != self.epoch:  # claimed across a fence: restore runs them
+                self._fenced.update(claimed)
+            elif claimed:
                 await self._recover(sorted(claimed))
 
     async def _recover(self, meeting_ids: list[UUID]) -> None:
@@ -211,4 +262,3 @@ class MeetingRunners(Generic[T]):
             log.info("meeting.recovered", meeting=str(row.id), floor_holder=row.floor_holder, turn=row.turn_number)
         if recovered:
             log.info("meetings.recovered", count=len(recovered))
-

@@ -13,16 +13,19 @@ from typing import Any
 
 from .._rows import as_uuid
 from ..database import Database, Row
-from ..writer import insert_statement
+from ..writer import Statement, insert_statement
 
 __all__ = [
     "MEETING_HOST",
     "RELEASE_AGENTS",
+    "RUNNER_GUARD",
     "claim_agents",
     "claim_meetings",
+    "hosted_live",
     "hosts",
     "meeting_runner",
     "orphan_meetings",
+    "runner_lost",
     "turn_takers",
 ]
 
@@ -31,23 +34,51 @@ ALIVE = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND ((l.classid::bigint << 32) | l.objid::bigint) = h.runtime_key)"""
 
+
+def _held(key: str) -> str:
+    """Whether the advisory lock ``key`` (an SQL expression) is held: the liveness test of :data:`ALIVE`."""
+    return ALIVE.replace("h.runtime_key", key)
+
+
+# Fenced ownership. A host row may be claimed by the runtime that wrote it, or once its runtime has been
+# seen dead for the lease (``absent_since``, set by :data:`_MARK`, older than $lease seconds): a runtime that
+# lost its connection but still lives stops handling within half the lease (``Presence.watch``), so two
+# runtimes never handle one agent (or run one meeting) at once. A claimer must hold its own lock: a runtime
+# between losing its connection and noticing it claims nothing.
+_TAKEABLE = (
+    "(h.runtime_key = excluded.runtime_key OR (NOT {alive} "
+    "AND h.absent_since IS NOT NULL AND h.absent_since < now() - make_interval(secs => {lease})))"
+)
+
+#: Start (or end) the lease of host rows whose runtime is (no longer) seen dead; $1 ids, $2 the claimer's key.
+#: Only rows whose mark changes are written.
+_MARK = """UPDATE {table} h SET absent_since = CASE WHEN {alive} THEN NULL ELSE now() END
+WHERE h.{column} = ANY($1::uuid[]) AND h.runtime_key <> $2 AND (h.absent_since IS NULL) <> {alive}"""
+
 _CLAIM = """
 INSERT INTO {table} AS h ({column}, runtime_key, runtime_id, hostname, pid)
-SELECT u.id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS u(id)
+SELECT u.id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS u(id) WHERE {held}
 ON CONFLICT ({column}) DO UPDATE
     SET runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
-        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
-    WHERE h.runtime_key = excluded.runtime_key OR NOT {alive}
+        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now(), absent_since = NULL
+    WHERE {takeable}
 RETURNING {column} AS id"""
-_CLAIM_MEETINGS = _CLAIM.format(table="meeting_hosts", column="meeting_id", alive=ALIVE)
+_CLAIM_MEETINGS = _CLAIM.format(
+    table="meeting_hosts",
+    column="meeting_id",
+    held=_held("$2::bigint"),
+    takeable=_TAKEABLE.format(alive=ALIVE, lease="$6"),
+)
 _CLAIM_AGENTS = f"""
 INSERT INTO agent_hosts AS h (agent_id, takes_turns, runtime_key, runtime_id, hostname, pid)
-SELECT u.id, u.turns, $3, $4, $5, $6 FROM unnest($1::uuid[], $2::bool[]) AS u(id, turns)
+SELECT u.id, u.turns, $3, $4, $5, $6 FROM unnest($1::uuid[], $2::bool[]) AS u(id, turns) WHERE {_held("$3::bigint")}
 ON CONFLICT (agent_id) DO UPDATE
     SET takes_turns = excluded.takes_turns, runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
-        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now()
-    WHERE h.runtime_key = excluded.runtime_key OR NOT {ALIVE}
+        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now(), absent_since = NULL
+    WHERE {_TAKEABLE.format(alive=ALIVE, lease="$7")}
 RETURNING agent_id AS id"""
+_MARK_AGENTS = _MARK.format(table="agent_hosts", column="agent_id", alive=ALIVE)
+_MARK_MEETINGS = _MARK.format(table="meeting_hosts", column="meeting_id", alive=ALIVE)
 
 #: Active meetings nobody alive runs, with one of ``$1`` (live agents' external ids) among their participants.
 _ORPHAN_MEETINGS = f"""
@@ -67,21 +98,35 @@ MEETING_HOST = insert_statement(
 )
 
 
-async def _claim(db: Database, sql: str, ids: Sequence[uuid.UUID], owner: Sequence[Any]) -> set[uuid.UUID]:
-    if not ids:
-        return set()
-    rows = await db.fetch(sql, [list(ids), *owner])
-    return {as_uuid(row["id"]) for row in rows}
+#: Fences a meeting transition: raises (``agent_messaging_check_runner``, migration 0004) unless the key runs
+#: the meeting, so a transition held up in the writer through a database restart cannot land after another
+#: runtime took the meeting over: (meeting_id, runtime_key). A conditional statement only so that the batch
+#: reads it (an unread ``SELECT`` in a ``WITH`` is never run); the key it returns means nothing.
+RUNNER_GUARD = Statement(
+    "meeting.runner_guard",
+    39,
+    "SELECT u.id AS key FROM unnest($1::uuid[], $2::bigint[]) AS u(id, k) "
+    "WHERE agent_messaging_check_runner(u.id, u.k)",
+    returning=True,
+)
+
+
+def runner_lost(exc: BaseException) -> bool:
+    """Whether a write failed on :data:`RUNNER_GUARD`: another runtime runs the meeting now."""
+    return "is no longer run by this runtime" in str(exc)
 
 
 async def claim_agents(
-    db: Database, ids: Sequence[uuid.UUID], turns: Sequence[bool], owner: Sequence[Any]
+    db: Database, ids: Sequence[uuid.UUID], turns: Sequence[bool], owner: Sequence[Any], lease: float
 ) -> set[uuid.UUID]:
     """Claim agents for the runtime ``owner`` = (key, runtime id, hostname, pid), recording whether it takes each
-    one's meeting turns; returns the ones it now hosts."""
+    one's meeting turns; returns the ones it now hosts (see the lease above)."""
     if not ids:
         return set()
-    rows = await db.fetch(_CLAIM_AGENTS, [list(ids), list(turns), *owner])
+    pairs = sorted(zip(ids, turns, strict=True))  # one lock order for every claimer: no deadlock between two
+    ordered = [agent_id for agent_id, _turns in pairs]
+    await db.execute(_MARK_AGENTS, [ordered, owner[0]])
+    rows = await db.fetch(_CLAIM_AGENTS, [ordered, [t for _id, t in pairs], *owner, lease])
     return {as_uuid(row["id"]) for row in rows}
 
 
@@ -96,9 +141,14 @@ async def turn_takers(db: Database, agent_ids: Sequence[uuid.UUID]) -> set[uuid.
     return {as_uuid(row["agent_id"]) for row in rows}
 
 
-async def claim_meetings(db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any]) -> set[uuid.UUID]:
-    """Claim meetings (unowned, or their runtime died) for ``owner``; returns the ones it now runs."""
-    return await _claim(db, _CLAIM_MEETINGS, ids, owner)
+async def claim_meetings(db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any], lease: float) -> set[uuid.UUID]:
+    """Claim meetings (unowned, or their runtime died a lease ago) for ``owner``; returns the ones it now runs."""
+    if not ids:
+        return set()
+    ordered = sorted(ids)
+    await db.execute(_MARK_MEETINGS, [ordered, owner[0]])
+    rows = await db.fetch(_CLAIM_MEETINGS, [ordered, *owner, lease])
+    return {as_uuid(row["id"]) for row in rows}
 
 
 async def orphan_meetings(db: Database, agents: Sequence[str]) -> list[uuid.UUID]:
@@ -106,8 +156,20 @@ async def orphan_meetings(db: Database, agents: Sequence[str]) -> list[uuid.UUID
     return [as_uuid(r["id"]) for r in await db.fetch(_ORPHAN_MEETINGS, [list(agents)])]
 
 
-#: Gives up every agent claim of a runtime key ($1); run on the presence connection as the runtime closes.
-RELEASE_AGENTS = "DELETE FROM agent_hosts WHERE runtime_key = $1"
+#: Gives up every claim of a runtime key ($1) on agents and meetings (another runtime may take them at once);
+#: run on the presence connection as the runtime closes, after its agent and meeting actors stopped.
+RELEASE_AGENTS = (
+    "WITH a AS (DELETE FROM agent_hosts WHERE runtime_key = $1) DELETE FROM meeting_hosts WHERE runtime_key = $1"
+)
+
+
+async def hosted_live(db: Database, agent_id: uuid.UUID) -> bool:
+    """Whether a live runtime hosts the agent (its handler runs somewhere)."""
+    row = await db.fetch_row(
+        f"SELECT {ALIVE} AS alive FROM agent_hosts h WHERE h.agent_id = $1",
+        [agent_id],
+    )
+    return bool(row and row["alive"])
 
 
 async def meeting_runner(db: Database, meeting_id: uuid.UUID) -> Row | None:

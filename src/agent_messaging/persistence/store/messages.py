@@ -8,6 +8,7 @@ each, so two readers of one agent never get the same message.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "backlog",
     "claim_unread",
     "dead_letters",
+    "deregistered_recipient",
     "kinds_since",
     "organization_totals",
     "page",
@@ -44,6 +46,15 @@ MESSAGE_COLUMNS = """m.seq, m.id, m.kind, m.sender_id, m.recipient_id, s.externa
 _FROM = "messages m JOIN agents s ON s.id = m.sender_id JOIN agents r ON r.id = m.recipient_id"
 
 # ---------------------------------------------------------------------------------------- batched writes
+
+_DEREGISTERED = re.compile(r"agent_messaging: recipient ([0-9a-f-]{36}) is deregistered")
+
+
+def deregistered_recipient(exc: BaseException) -> uuid.UUID | None:
+    """The recipient a write was refused for because it is deregistered (trigger of migration 0004), or None."""
+    found = _DEREGISTERED.search(str(exc))
+    return uuid.UUID(found.group(1)) if found else None
+
 
 #: A new message: (id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, payload
 #: JSON, metadata JSON, reply_deadline).
@@ -203,9 +214,7 @@ async def page(
 # ---------------------------------------------------------------------------------------- dead letters
 
 
-async def dead_letters(
-    db: Database, agent_id: uuid.UUID | None, *, include_retried: bool, limit: int
-) -> list[Row]:
+async def dead_letters(db: Database, agent_id: uuid.UUID | None, *, include_retried: bool, limit: int) -> list[Row]:
     """Dead letters (of one agent if given), oldest first, with the message's sender and payload."""
     clauses: list[str] = []
     params: list[Any] = []
