@@ -54,6 +54,8 @@ async def bulk_agents(am: AgentMessaging[object], org: str, names: list[str]) ->
         "SELECT i, $1, n, n FROM unnest($2::uuid[], $3::text[]) AS u(i, n)",
         [organization.id, [uuid.uuid4() for _ in names], names],
     )
+    host = internals(am).host  # what register_agent does for each: host the specs waiting for these agents
+    await host.host_many(list(host.waiting.values()))
 
 
 def config(dsn: str, **overrides: object) -> Config:

@@ -157,8 +157,7 @@ def report(r: dict[str, Any]) -> None:
     print(f"[{r['backend']}]" + ("" if r["synchronous_commit"] else " (synchronous_commit = off)"))
     print(f"  (a) call to an agent hosted by a run child: p50 {a['p50_ms']:.2f} ms, p99 {a['p99_ms']:.2f} ms")
     print(
-        f"  (b) meeting hand-off from a speaker in another process: p50 {b['p50_ms']:.2f} ms, "
-        f"p99 {b['p99_ms']:.2f} ms"
+        f"  (b) meeting hand-off from a speaker in another process: p50 {b['p50_ms']:.2f} ms, p99 {b['p99_ms']:.2f} ms"
     )
     print(f"  (c) 1 meeting x 50 on_turn agents in 2 run children: {c['turns_per_s']:.0f} turns/s ({c['turns']} turns)")
 

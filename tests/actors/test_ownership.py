@@ -153,3 +153,22 @@ async def test_the_sweep_takes_over_an_orphaned_meeting_of_a_hosted_participant(
             await _until(lambda: meeting in internals(heir).runners.handles)  # taken over by a sweep
             status = await heir.meeting.get_meeting_status(meeting)
             assert "p1" in {p.agent for p in status.participants}
+
+
+async def test_an_agent_registered_by_another_runtime_is_hosted_at_once(dsn: str) -> None:
+    """A runtime waiting for an agent's registration hears of it through NOTIFY, not at its next sweep."""
+    seen: list[Any] = []
+    waiting = AgentMessaging[Any](Config(dsn=dsn, pool_size=4, poll_interval=3600, connect_timeout=5))
+
+    @waiting.register_handler("zed")
+    async def zed(message: Any, ctx: Any) -> None:
+        seen.append(message)
+
+    async with waiting, AgentMessaging[Any](Config(dsn=dsn, pool_size=4, connect_timeout=5)) as other:
+        await other.register_organization("acme", "Acme")
+        await other.register_agent("alice", "acme", "Alice")
+        assert "zed" in internals(waiting).host.waiting
+        await other.register_agent("zed", "acme", "Zed")
+        await _until(lambda: "zed" in internals(waiting).host.hosted)  # an hour before the sweep would
+        await other.one_way.send("alice", "zed", "hello")
+        await _until(lambda: seen == ["hello"])

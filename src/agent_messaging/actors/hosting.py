@@ -40,6 +40,8 @@ log = get_logger("agent_messaging.agent")
 _PAGE = 500
 #: NOTIFY key prefix asking the runtime that hosts an agent to restart it (``restart:<agent id>``).
 RESTART_PREFIX = "restart:"
+#: NOTIFY key saying an agent was registered (runtimes with specs waiting for their agent look them up).
+REGISTERED_KEY = "registered"
 
 
 class AgentHost(Generic[T]):
@@ -222,10 +224,12 @@ class AgentHost(Generic[T]):
         self._tg.start_soon(self._catch_up, hosted)
 
     async def registered(self, agent: AgentInfo) -> None:
-        """An agent was registered: host it if a spec was waiting for it."""
+        """An agent was registered here: host it if a spec was waiting for it, and tell the other runtimes
+        (one waiting for it hosts it at once, not at its next sweep)."""
         spec = self.waiting.get(agent.external_id)
         if spec is not None:
             await self.host(spec)
+        await self.services.writer.write([], notify=[REGISTERED_KEY])
 
     # ------------------------------------------------------------ delivery
 
@@ -269,6 +273,8 @@ class AgentHost(Generic[T]):
                 self._tg.start_soon(self._sweep)
             return
         targets = []
+        if REGISTERED_KEY in keys and self.waiting and self._tg is not None:
+            self._tg.start_soon(self._host_waiting)
         for key in keys:
             restart = key.startswith(RESTART_PREFIX)
             try:
@@ -284,6 +290,12 @@ class AgentHost(Generic[T]):
                 targets.append(hosted)
         if targets:
             self.poke(targets)
+
+    async def _host_waiting(self) -> None:
+        try:
+            await self.host_many(list(self.waiting.values()))
+        except Exception as exc:  # the sweep tries again
+            log.warning("agent.hosting_failed", agents=len(self.waiting), error=repr(exc))
 
     async def restart(self, hosted: HostedAgent[T]) -> None:
         """Start a ``failed`` agent's actor again (its restart intensity starts afresh) and catch it up."""
