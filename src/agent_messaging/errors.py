@@ -23,6 +23,7 @@ the problem in words a user can act on. A DSN's password never appears in one.
     │   ├── NotYourTurn               speaking without the floor
     │   ├── TurnTimedOut              speaking after one's turn expired
     │   ├── MeetingNotReady           starting before every participant is present
+    │   ├── RunnerMoved               the meeting's runtime lost it to another; call again
     │   └── LifecycleError            AgentMessaging entered twice / used closed
     ├── ReplyTimeout (TimeoutError)   send_and_wait got no reply in time
     ├── WaitTimeout (TimeoutError)    wait_for_message saw nothing in time
@@ -77,6 +78,7 @@ __all__ = [
     "OrganizationNotFound",
     "PersistenceUnavailable",
     "ReplyTimeout",
+    "RunnerMoved",
     "SupervisorFailed",
     "TurnTimedOut",
     "WaitTimeout",
@@ -254,6 +256,19 @@ class MeetingNotReady(InvalidOperation):
         super().__init__(
             f"meeting {meeting_id} cannot start: absent participants {self.absent!r}; each must join first "
             "(attend_meeting, or be hosted with a turn handler), then start it again"
+        )
+
+
+class RunnerMoved(InvalidOperation):
+    """The runtime that ran the meeting no longer does: it was cut off from the database and another runtime
+    took the meeting over (or is about to). The call changed nothing; calling again reaches the meeting where it
+    runs now, and ``attend_meeting`` gives the floor holder its turn back."""
+
+    def __init__(self, meeting_id: UUID) -> None:
+        self.meeting_id = meeting_id
+        super().__init__(
+            f"meeting {meeting_id} is now run by another runtime (this one lost its database connection "
+            "meanwhile); call again (attend_meeting waits for your next turn)"
         )
 
 

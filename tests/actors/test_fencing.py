@@ -9,9 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from agent_messaging import AgentMessaging, AgentNotFound, Config
+from agent_messaging import AgentMessaging, AgentNotFound, Config, RunnerMoved
 from agent_messaging._app import internals
-from agent_messaging.actors.meeting.actor import RunnerMoved
 from tests._helpers import eventually
 
 

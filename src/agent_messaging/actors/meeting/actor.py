@@ -47,6 +47,7 @@ from ...errors import (
     MeetingEnded,
     MeetingNotReady,
     NotYourTurn,
+    RunnerMoved,
     TurnTimedOut,
 )
 from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
@@ -58,24 +59,12 @@ from ..services import Services
 from .remote import Poll, RemoteSlot, command_key, flush
 from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
-__all__ = ["MeetingActor", "MeetingHandle", "RunnerMoved"]
+__all__ = ["MeetingActor", "MeetingHandle"]
 
 T = TypeVar("T")
 log = get_logger("agent_messaging.meeting")
 E = MeetingEventType
 Publish = Callable[[list[MeetingEvent[Any]]], None]
-
-
-class RunnerMoved(InvalidOperation):
-    """This runtime no longer runs the meeting: it was cut off from the database and another runtime took the
-    meeting over. The call changed nothing; calling again reaches the meeting where it runs now."""
-
-    def __init__(self, meeting_id: UUID) -> None:
-        self.meeting_id = meeting_id
-        super().__init__(
-            f"meeting {meeting_id} is now run by another runtime (this one lost its database connection "
-            "meanwhile); call again (attend_meeting waits for your next turn)"
-        )
 
 
 class MeetingHandle(Generic[T]):

@@ -24,13 +24,21 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._log import get_logger
-from ...errors import ActorStopped, AgentMessagingError, InvalidOperation, MailboxFull, MeetingEnded, NotFound
+from ...errors import (
+    ActorStopped,
+    AgentMessagingError,
+    InvalidOperation,
+    MailboxFull,
+    MeetingEnded,
+    NotFound,
+    RunnerMoved,
+)
 from ...models import MeetingEvent, MeetingState, Turn
 from ...persistence.store import hosts, meetings as store
 from ...runtime.supervisor import ChildSpec, RestartType, Supervisor
 from ..registry import Registry
 from ..services import Services
-from .actor import MeetingActor, MeetingHandle, RunnerMoved
+from .actor import MeetingActor, MeetingHandle
 from .remote import POLL, Poll, flush
 from .types import Command, snapshot_of
 
