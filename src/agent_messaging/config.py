@@ -193,6 +193,12 @@ class Config(BaseSettings):
     notify: bool = Field(default=True, description="Use LISTEN/NOTIFY to wake other processes.")
     poll_interval: float = Field(default=1.0, gt=0, description="Fallback re-check period for lost notifications.")
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds running handlers get to finish on close.")
+    tracing: bool = Field(
+        default=False,
+        description="Emit OpenTelemetry spans and carry the W3C trace context inside each message "
+        "(AGENT_MESSAGING_TRACING=true): needs the [otel] extra; the spans go to the TracerProvider the "
+        "application installs (see docs/tracing.md). Off, tracing costs nothing.",
+    )
     log_level: str = Field(
         default="INFO",
         description="A setting of the agent-messaging command line (AGENT_MESSAGING_LOG_LEVEL, or its --log-level); "

@@ -173,3 +173,5 @@ class Services(Generic[T]):
     codec: Codec[T]
     signals: Signals
     news: News
+    tracing: bool = False
+    """Spans and trace contexts on (``Config.tracing``): the domain calls :mod:`.._tracing` only then."""
