@@ -18,6 +18,10 @@ from typing import Any
 import anyio
 import pytest
 from opentelemetry import trace
+from pydantic_ai import Agent as PydanticAgent
+from pydantic_ai.capabilities import Instrumentation
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from agent_messaging import (
     AgentMessaging,
@@ -32,6 +36,7 @@ from agent_messaging import (
 from agent_messaging._app import internals
 from agent_messaging._tracing import TRACE_KEY
 from agent_messaging.actors.envelope import new_envelope
+from agent_messaging.llm import LLMAgent
 from tests._helpers import eventually
 from tests._tracing import Record, finished, memory_exporter, named, one, tree
 from tests.conftest import repo_root
@@ -273,6 +278,47 @@ async def test_a_malformed_trace_context_in_a_message_starts_a_new_trace(
     for process in named(spans(), "process bob"):
         assert process.parent_id is None
     assert [ctx.metadata for _, ctx in inbox.handled] == [{"k": 1}, {"k": 1}]
+
+
+async def test_an_llm_agent_s_model_run_and_tool_calls_join_the_trace(
+    traced: AM, spans: Callable[[], list[Record]]
+) -> None:
+    """pydantic-ai's own spans (its ``Instrumentation`` capability) are children of the message's ``process``
+    span, and what the model sends through its tools joins the same trace: under pydantic-ai's tool span on
+    asyncio; on trio (the model runs on asyncio in a worker thread, its tools back on trio in the handler's
+    context) under the ``process`` span."""
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        requests = [m for m in messages if isinstance(m, ModelRequest)]
+        if not any(isinstance(part, ToolReturnPart) for m in requests for part in m.parts):
+            return ModelResponse(parts=[ToolCallPart("send_note", {"to": "bob", "message": "fyi"})])
+        return ModelResponse(parts=[TextPart("done")])
+
+    inbox = Inbox()
+    traced.register_handler("bob")(inbox)
+    traced.host("carol", LLMAgent(PydanticAgent(FunctionModel(model), capabilities=[Instrumentation()])))
+    assert await traced.conversation.send_and_wait("alice", "carol", "go", timeout=10) == "done"
+    await inbox.count(1)
+    await eventually(lambda: bool(named(spans(), "process bob")))
+    found = spans()
+    print("\n" + tree(found))
+    by_id = {s.span_id: s for s in found}
+
+    def ancestors(span: Record) -> list[str]:
+        chain = []
+        while span.parent_id in by_id:
+            span = by_id[span.parent_id]
+            chain.append(span.name)
+        return chain
+
+    process = one(found, "process carol")
+    ours = {"call carol", "send carol", "process carol", "reply alice", "send bob", "process bob", "writer commit"}
+    model_runs = [s for s in found if s.parent_id == process.span_id and s.name not in ours]
+    assert model_runs, tree(found)  # pydantic-ai's run, inside the handler's span
+    note = one(found, "send bob")
+    assert "process carol" in ancestors(note)
+    assert one(found, "process bob").parent_id == note.span_id
+    assert len({s.trace_id for s in found}) == 1
 
 
 # ------------------------------------------------------------------------------------------------ the writer
