@@ -57,17 +57,7 @@ from ...persistence.writer import Write
 from ...runtime.actor import Actor, ActorRef
 from ..services import Services
 from .remote import Poll, RemoteSlot, flush
-from .types import (
-    Command,
-    MeetingSnapshot,
-    Op,
-    Seat,
-    Selector,
-    TurnSlot,
-    clock_deadline,
-    command_attributes,
-    snapshot_of,
-)
+from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
 __all__ = ["MeetingActor", "MeetingHandle"]
 
@@ -208,7 +198,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
         command is applied in a ``meeting apply <op>`` span, a child of its caller's.
         """
         if self.services.tracing and isinstance(message, Command):
-            attributes = command_attributes(self.id, message)
+            attributes = message.span_attributes(self.id)
             with span(f"meeting apply {message.op.value}", "server", attributes, parent=message.trace):
                 slot = await self._receive(message)
                 annotate({"agent_messaging.meeting.turn_number": self.turn_number})

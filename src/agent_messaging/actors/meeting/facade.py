@@ -44,7 +44,7 @@ from ..services import Services
 from .actor import MeetingHandle
 from .remote import RemoteCaller, turns_key
 from .runners import MeetingRunners
-from .types import Command, MeetingSnapshot, Op, Seat, Selector, command_attributes, turn_attributes
+from .types import Command, MeetingSnapshot, Op, Seat, Selector, turn_attributes
 
 __all__ = ["Meetings"]
 
@@ -356,7 +356,7 @@ class Meetings(Generic[T]):
         With tracing on, in a ``meeting <op>`` span that lasts until the result (the caller's next turn).
         """
         if self.services.tracing:
-            with span(f"meeting {command.op.value}", "client", command_attributes(target.id, command)):
+            with span(f"meeting {command.op.value}", "client", command.span_attributes(target.id)):
                 command.trace = current()
                 turn = await self._submit(target, agent, command)
                 if turn is not None:

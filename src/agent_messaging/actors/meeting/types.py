@@ -23,7 +23,6 @@ __all__ = [
     "Selector",
     "TurnSlot",
     "clock_deadline",
-    "command_attributes",
     "snapshot_of",
     "turn_attributes",
 ]
@@ -58,6 +57,17 @@ class Command(Generic[T]):
     slot: TurnSlot = field(default_factory=Slot)
     trace: Any = None
     """The caller's trace context (tracing on): the actor applies the command in a child span."""
+
+    def span_attributes(self, meeting_id: UUID) -> dict[str, Any]:
+        """The attributes of this command's spans (the caller's, and the actor's that applies it)."""
+        attributes: dict[str, Any] = {
+            "agent_messaging.meeting.id": str(meeting_id),
+            "agent_messaging.meeting.operation": self.op.value,
+            "agent_messaging.agent": self.agent,
+        }
+        if self.next_speaker is not None:
+            attributes["agent_messaging.meeting.next_speaker"] = self.next_speaker
+        return attributes
 
 
 @dataclass(eq=False)
@@ -127,18 +137,6 @@ def snapshot_of(row: store.MeetingRow) -> MeetingSnapshot[Any]:
         seq=row.last_seq,
         history=row.events,
     )
-
-
-def command_attributes(meeting_id: UUID, command: Command[Any]) -> dict[str, Any]:
-    """The attributes of a meeting command's spans (the caller's, and the actor's that applies it)."""
-    attributes: dict[str, Any] = {
-        "agent_messaging.meeting.id": str(meeting_id),
-        "agent_messaging.meeting.operation": command.op.value,
-        "agent_messaging.agent": command.agent,
-    }
-    if command.next_speaker is not None:
-        attributes["agent_messaging.meeting.next_speaker"] = command.next_speaker
-    return attributes
 
 
 def turn_attributes(turn: Turn[Any]) -> dict[str, Any]:
