@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 _EXPORTER: InMemorySpanExporter | None = None
@@ -91,10 +91,12 @@ class FileExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def install_file_exporter(path: str) -> None:
-    """Make this process's global TracerProvider write every finished span to ``path`` (see FileExporter)."""
+def install_file_exporter(path: str, *, batch: bool = False) -> None:
+    """Make this process's global TracerProvider write every finished span to ``path`` (see FileExporter):
+    at once, or (``batch``) through a ``BatchSpanProcessor``, which writes them every 5 s and at exit."""
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(FileExporter(path)))
+    exporter = FileExporter(path)
+    provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
 

@@ -9,6 +9,7 @@ file (``AM_TRACE_FILE``, see ``tests/multiprocess/_app.py``). The trace context 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,25 @@ async def test_a_call_through_three_processes_is_one_trace(
     reply_user = one(b_spans, "reply user")
     assert call_bob.attributes["agent_messaging.reply.id"] == reply_user.attributes["messaging.message.id"]
     assert all(s.status != "ERROR" for s in spans)
+
+
+async def test_a_run_child_exports_its_batched_spans_when_terminated(
+    dsn: str, run_child: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``agent-messaging run`` shuts the TracerProvider down at exit: spans a ``BatchSpanProcessor`` still holds
+    (here it would export them after a minute) are exported on SIGTERM."""
+    spans_file = tmp_path / "b.jsonl"
+    tracing = {"AGENT_MESSAGING_TRACING": "true", "OTEL_BSP_SCHEDULE_DELAY": "60000"}
+    b = await run_child(host="bob", AM_TRACE_FILE=str(spans_file), AM_TRACE_BATCH="1", **tracing)
+    config = Config(dsn=dsn, pool_size=5, poll_interval=0.2, connect_timeout=10, tracing=True)
+    async with AgentMessaging[Any](config) as am:
+        await setup(am)
+        with anyio.fail_after(30):
+            await am.conversation.send_and_wait("user", "bob", {"op": "echo", "text": "hi"})
+    assert read_records(spans_file) == []  # still in the processor's queue
+    b.proc.send_signal(signal.SIGTERM)
+    assert await anyio.to_thread.run_sync(b.proc.wait, 30) == 0
+    assert {s.name for s in read_records(spans_file)} >= {"process bob", "reply user"}
 
 
 def requests(spans: list[Record]) -> list[Record]:
