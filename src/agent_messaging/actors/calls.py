@@ -30,6 +30,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._log import get_logger
+from .._tracing import annotate, inject, span
 from .._validation import storable_text
 from ..errors import ConversationEnded, HandlerError, InvalidMessage, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
@@ -37,7 +38,7 @@ from ..persistence._rows import as_uuid, json_dict
 from ..persistence.store import conversations as store, hosts
 from ..persistence.writer import Write
 from ..runtime._slot import Slot
-from .envelope import Envelope, insert_row, new_envelope
+from .envelope import Envelope, insert_row, new_envelope, send_attributes, send_span_name
 from .news import remote_key
 from .services import Services
 
@@ -276,10 +277,27 @@ class Calls(Generic[T]):
             in_reply_to=request_id,
             metadata=None if error is None else {"error": error},
         )
+        if self.services.tracing:
+            with span(send_span_name("reply", [env]), "producer", send_attributes("reply", [env])):
+                env.trace = inject()
+                consumed, won = await self._commit_reply(env, waiter, consumed, error)
+                annotate({"agent_messaging.reply.won": won})
+                if error is not None:
+                    annotate({"agent_messaging.reply.error": str(error.get("type", ""))})
+            return env, consumed, won
+        consumed, won = await self._commit_reply(env, waiter, consumed, error)
+        return env, consumed, won
+
+    async def _commit_reply(
+        self, env: Envelope[T], waiter: Waiter[T] | None, consumed: bool, error: dict[str, Any] | None
+    ) -> tuple[bool, bool]:
+        """Commit the claim and the reply, then complete or release the waiter; (consumed, won)."""
+        request_id = env.in_reply_to
+        assert request_id is not None
         try:
             won = await self.services.writer.write(
                 [Write(store.CLAIM, (env.id, request_id)), Write(store.REPLY, (*insert_row(env), consumed))],
-                notify=() if consumed else [str(waiting.id)],
+                notify=() if consumed else [str(env.recipient_id)],
             )
         except BaseException:
             if waiter is not None and consumed:
@@ -288,13 +306,13 @@ class Calls(Generic[T]):
         if str(env.id) not in won:
             if waiter is not None and consumed:
                 waiter.release()
-            return env, False, False
+            return False, False
         if waiter is not None and consumed:
             if error is not None:
                 waiter.complete_error(handler_error(error, request_id))
             else:
-                waiter.complete(cast(T, value), env.id)
-        return env, consumed, True
+                waiter.complete(env.payload, env.id)
+        return consumed, True
 
 
 def error_reply(agent: str, exc: BaseException, remote_traceback: str) -> dict[str, Any]:

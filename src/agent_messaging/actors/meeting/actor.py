@@ -37,6 +37,7 @@ from uuid import UUID
 import anyio
 
 from ..._log import get_logger
+from ..._tracing import annotate, span
 from ..._validation import storable_text
 from ...errors import (
     ActorStopped,
@@ -196,8 +197,18 @@ class MeetingActor(Actor[Command[T] | Poll]):
     async def on_receive(self, message: Command[T] | Poll) -> TurnSlot | None:
         """Handle one command; its caller waits on the returned slot (errors go back to the caller).
 
-        A :class:`~.remote.Poll` makes it take the commands other runtimes wrote for it.
+        A :class:`~.remote.Poll` makes it take the commands other runtimes wrote for it. With tracing on, a
+        command is applied in a ``meeting apply <op>`` span, a child of its caller's.
         """
+        if self.services.tracing and isinstance(message, Command):
+            attributes = message.span_attributes(self.id)
+            with span(f"meeting apply {message.op.value}", "server", attributes, parent=message.trace):
+                slot = await self._receive(message)
+                annotate({"agent_messaging.meeting.turn_number": self.turn_number})
+                return slot
+        return await self._receive(message)
+
+    async def _receive(self, message: Command[T] | Poll) -> TurnSlot | None:
         try:
             if isinstance(message, Poll):
                 await self._take_remote(applied=False)
