@@ -59,10 +59,9 @@ async def test_a_call_through_three_processes_is_one_trace(
     call_bob, send_bob = one(a_spans, "call bob"), one(a_spans, "send bob")
     assert call_bob.parent_id is None
     assert send_bob.parent_id == call_bob.span_id
-    # B: bob handles the request as a child of A's send, calls carol from the handler, and replies to user.
-    # (carol's reply may reach bob's handler too, as an unread message, when B's catch-up reads it before the
-    # waiting call's watch marks it read: a second "process bob", of the reply, under C's "reply bob")
-    process_bob = one(requests(b_spans), "process bob")
+    # B: bob handles the request as a child of A's send, calls carol from the handler, and replies to user
+    # (carol's reply goes to the waiting call only, never to bob's handler: one "process bob")
+    process_bob = one(b_spans, "process bob")
     assert process_bob.parent_id == send_bob.span_id
     call_carol, send_carol = one(b_spans, "call carol"), one(b_spans, "send carol")
     assert call_carol.parent_id == process_bob.span_id

@@ -72,6 +72,9 @@ class HostedAgent(Generic[T]):
         self.dead: dict[uuid.UUID, float] = {}
         self.restarts = restarts
         self.failed = False
+        self.fenced = False
+        """Set when the runtime fenced itself: the running handler is being cancelled and must leave no trace
+        (no failure reply, no attempt, no dead letter: the message is handled again by the next owner)."""
         # True until the first read of its backlog is done: direct deliveries wait for it (order)
         self.catching_up = True
         self.poked = False
@@ -144,6 +147,8 @@ class AgentActor(Actor[Envelope[T]]):
         try:
             result = await self.agent.on_message(env.payload, ctx)
         except Exception as exc:
+            if hosted.fenced:  # an error of the cancellation (its database cut off): not the handler's
+                raise
             env.attempts = attempt
             final = attempt >= cfg.max_attempts
             answered = env.kind is MessageKind.REQUEST and (final or isinstance(exc, AgentMessagingError))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -45,6 +46,7 @@ from .services import Services
 __all__ = ["Calls", "Waiter", "error_reply", "handler_error"]
 
 T = TypeVar("T")
+_TAKEN_LIMIT = 10_000
 log = get_logger("agent_messaging.conversation")
 _EXPIRE_EVERY = 60.0
 
@@ -119,6 +121,7 @@ class Calls(Generic[T]):
     def __init__(self, services: Services[T]) -> None:
         self.services = services
         self.by_id: dict[uuid.UUID, Waiter[T]] = {}
+        self._taken: OrderedDict[uuid.UUID, None] = OrderedDict()  # replies from elsewhere a call here consumed
         self._watches: dict[uuid.UUID, _Watch] = {}
         self._tg: TaskGroup | None = None
 
@@ -163,6 +166,11 @@ class Calls(Generic[T]):
         if watch is not None:
             watch.ids.discard(waiter.request_id)
 
+    def takes(self, reply: Envelope[Any]) -> bool:
+        """Whether a call of this runtime reads ``reply`` (it waits for it, or has just consumed it): the
+        catch-up of a hosted agent must not hand it to the agent's handler as well."""
+        return reply.in_reply_to in self.by_id or reply.id in self._taken
+
     def on_conversation(self, conversation_id: uuid.UUID) -> list[Waiter[T]]:
         """The waiters whose request belongs to this conversation."""
         return [w for w in self.by_id.values() if w.conversation_id == conversation_id]
@@ -181,9 +189,20 @@ class Calls(Generic[T]):
                     await self._unconsume(waiter)
         if waiter.done:
             return waiter.result()
-        self.services.writer.submit_nowait([Write(store.TIMED_OUT, (waiter.request_id,))])
         assert limit is not None
+        with anyio.CancelScope(shield=True):
+            await self._mark_timed_out(waiter)
         raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit, hosted=await self._hosted(waiter))
+
+    async def _mark_timed_out(self, waiter: Waiter[T]) -> None:
+        """Record that the caller stopped waiting, committed before ``ReplyTimeout`` reaches it: the update
+        holds the request's row lock, so a read of the recipient's unread messages right after the timeout
+        would otherwise skip the request while it commits. Bounded by ``connect_timeout``; failures logged."""
+        try:
+            with anyio.fail_after(self.services.config.connect_timeout):
+                await self.services.writer.write([Write(store.TIMED_OUT, (waiter.request_id,))])
+        except Exception as exc:
+            log.warning("conversation.timed_out_mark_failed", request_id=str(waiter.request_id), error=repr(exc))
 
     async def _hosted(self, waiter: Waiter[T]) -> bool:
         """Whether a live runtime hosts ``waiter``'s recipient (for the timeout's message; True if unknown)."""
@@ -244,7 +263,11 @@ class Calls(Generic[T]):
             except InvalidMessage as exc:  # stored by another client or version: the caller learns it now
                 waiter.fail(exc)
                 continue
-            waiter.complete(reply, as_uuid(row["message_id"]))
+            reply_id = as_uuid(row["message_id"])
+            self._taken[reply_id] = None
+            if len(self._taken) > _TAKEN_LIMIT:
+                self._taken.popitem(last=False)
+            waiter.complete(reply, reply_id)
 
     # ------------------------------------------------------------------ replying side
 

@@ -115,7 +115,10 @@ class Conversations(ChatQueries[T]):
         finally:
             if caller is not None:
                 with anyio.CancelScope(shield=True):
-                    await waits.remove_wait(self.services.db, env.id)
+                    try:
+                        await waits.remove_wait(self.services.db, env.id)
+                    except Exception as exc:  # the database is away: the edge goes when the runtime restores
+                        log.warning("conversation.wait_not_removed", request_id=str(env.id), error=repr(exc))
 
     async def _wait_for(self, caller: str, target: AgentInfo, request_id: uuid.UUID) -> None:
         """Record that ``caller``'s handler now waits for ``target`` in the shared wait-for graph.

@@ -83,8 +83,11 @@ class MeetingHandle(Generic[T]):
         host: str,
         selector: Selector | None,
         first: MeetingSnapshot[T],
+        generation: int = hosts.FIRST_GENERATION,
     ) -> None:
         self.id = meeting_id
+        self.generation = generation
+        """The claim of the meeting this runtime runs it under: its transitions commit only while it holds."""
         self.organization_id = organization_id
         self.host = host
         self.selector = selector
@@ -578,7 +581,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
             holder = floor.agent_id if floor is not None else None
             writes.append(Write(store.STATE, (self.id, status.value, holder, turn, deadline, last)))
         # fenced: the commit fails unless this runtime still runs the meeting
-        writes.append(Write(hosts.RUNNER_GUARD, (self.id, self.services.presence.key)))
+        writes.append(self.services.presence.guard_write(self.id, self.handle.generation))
         try:
             await self.services.writer.write([*writes, *(extra or ())], notify=notify or ())
         except Exception as exc:

@@ -192,10 +192,11 @@ class Meetings(Generic[T]):
             ),
         ]
         awaited = [turns_key(meeting_id, a.external_id) for a in agents if a.id in takers]
+        epoch = self.runners.epoch  # a fence before the actor starts: restore runs the meeting
         await self.services.writer.write(writes, notify=awaited)
         snapshot = MeetingSnapshot(seats=seats, turn_duration=duration, seq=len(events), history=events, fresh=True)
         handle = MeetingHandle(meeting_id, host_agent.organization_id, host_name, selector, snapshot)
-        await self.runners.spawn(handle)
+        await self.runners.spawn(handle, epoch)
         self.runners.publish(events)
         log.info("meeting.created", meeting=str(meeting_id), host=host_name, participants=len(names))
         return meeting_id

@@ -127,7 +127,8 @@ class HostedParticipants(Generic[T]):
     def fence(self) -> None:
         """This runtime lost its presence lock: stop every participant task at once (a running turn handler is
         cancelled). The agents' turns are taken again once the runtime has re-claimed them."""
-        for scope in self._running.values():
+        running, self._running = self._running, {}  # a restore may attend again before they have ended
+        for scope in running.values():
             scope.cancel()
 
     async def _participate(self, meeting_id: UUID, agent: str, handler: TurnHandler, scope: anyio.CancelScope) -> None:
