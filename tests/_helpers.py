@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,3 +42,26 @@ def attend_all(tg: TaskGroup, am: AgentMessaging[Any], meeting_id: Any, *names: 
     for name in names:
         tg.start_soon(attend, name)
     return turns
+
+
+@asynccontextmanager
+async def holding(
+    dsn: str, *hold: tuple[str, list[Any]], release: tuple[tuple[str, list[Any]], ...] = ()
+) -> AsyncIterator[None]:
+    """Run the ``hold`` statements (sql, params) on a connection of another process and keep it open for the
+    block, then run ``release`` there: ``("BEGIN", []), ("LOCK ...", [])`` holds a lock (closing the
+    connection ends the transaction). A test on either backend can make its runtime wait behind a lock."""
+    script = Path(__file__).with_name("_lock_holder.py")
+    command = [sys.executable, str(script), dsn, json.dumps(hold), json.dumps(release)]
+    async with await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            assert (await process.stdout.receive()).startswith(b"ready")
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await process.stdin.aclose()
+                with anyio.move_on_after(10):
+                    await process.wait()

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ._log import get_logger
+from ._tracing import load as load_tracing
 from ._validation import check_id, check_metadata, check_name
 from .actors.agent import Agent
 from .actors.calls import Calls
@@ -126,6 +127,11 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
     async def __asynccontextmanager__(self) -> AsyncGenerator[AgentMessaging[T]]:
         self._state = RuntimeState.OPENING
         try:
+            if self.config.tracing and not load_tracing():
+                raise ConfigurationError(
+                    "Config.tracing is on but OpenTelemetry is not installed: "
+                    "pip install 'agent-messaging[otel]', or set AGENT_MESSAGING_TRACING=false"
+                )
             async with contextlib.AsyncExitStack() as stack:
                 db = await self._open_database(stack)
                 runtime_id = uuid.uuid4().hex[:12]  # its own NOTIFYs are ignored by its listener
@@ -201,6 +207,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
             timeout=cfg.persistence_timeout,
             notify=cfg.notify,
             origin=runtime_id,
+            tracing=cfg.tracing,
         )
 
     def _build(self, db: Database, writer: Writer, presence: Presence, runtime_id: str) -> Internals[T]:
@@ -225,6 +232,7 @@ class AgentMessaging(anyio.AsyncContextManagerMixin, Generic[T]):
                 poll_interval=cfg.poll_interval,
                 check_interval=cfg.ownership_lease / 4,
             ),
+            tracing=cfg.tracing,
         )
         registry = self._registry
         calls: Calls[T] = Calls(services)

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic_core import from_json
 
+from ._tracing import TRACE_KEY
 from .errors import InvalidArgument
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "check_id",
     "check_ids",
     "check_limit",
+    "check_message_metadata",
     "check_metadata",
     "check_name",
     "check_timeout",
@@ -211,6 +213,14 @@ def check_metadata(value: object, what: str = "metadata") -> dict[str, Any]:
         return {}
     text = json_text(value, what, max_bytes=MAX_METADATA_BYTES, setting="the metadata limit", strict=True)
     result: dict[str, Any] = from_json(text)
+    return result
+
+
+def check_message_metadata(value: object) -> dict[str, Any]:
+    """A message's metadata (:func:`check_metadata`), without the key reserved for the trace context."""
+    result = check_metadata(value)
+    if TRACE_KEY in result:
+        raise InvalidArgument(f"metadata key {TRACE_KEY!r} is reserved: a message's trace context travels under it")
     return result
 
 

@@ -201,6 +201,12 @@ class Config(BaseSettings):
         "within lease/2 of losing it, so two runtimes never handle one agent at once.",
     )
     shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds running handlers get to finish on close.")
+    tracing: bool = Field(
+        default=False,
+        description="Emit OpenTelemetry spans and carry the W3C trace context inside each message "
+        "(AGENT_MESSAGING_TRACING=true): needs the [otel] extra; the spans go to the TracerProvider the "
+        "application installs (see docs/tracing.md). Off, tracing costs nothing.",
+    )
     log_level: str = Field(
         default="INFO",
         description="A setting of the agent-messaging command line (AGENT_MESSAGING_LOG_LEVEL, or its --log-level); "

@@ -260,15 +260,17 @@ class MeetingNotReady(InvalidOperation):
 
 
 class RunnerMoved(InvalidOperation):
-    """The runtime that ran the meeting no longer does: it was cut off from the database and another runtime
-    took the meeting over (or is about to). The call changed nothing; calling again reaches the meeting where it
-    runs now, and ``attend_meeting`` gives the floor holder its turn back."""
+    """The runtime that ran the meeting stopped running it while the call was under way: it was cut off from
+    the database (another runtime may take the meeting over). The call may have taken effect just before
+    (``get_meeting_status`` and the history say); calling ``attend_meeting`` reaches the meeting wherever it
+    runs now and gives the floor holder its turn back."""
 
     def __init__(self, meeting_id: UUID) -> None:
         self.meeting_id = meeting_id
         super().__init__(
-            f"meeting {meeting_id} is now run by another runtime (this one lost its database connection "
-            "meanwhile); call again (attend_meeting waits for your next turn)"
+            f"meeting {meeting_id}: the runtime running it lost its database connection during this call, which "
+            "may or may not have taken effect; call attend_meeting to wait for your next turn (get_meeting_status "
+            "shows where the meeting is)"
         )
 
 

@@ -501,3 +501,27 @@ async def test_a_timeout_from_a_hosted_recipient_does_not_blame_hosting(am: AM) 
         await am.conversation.send_and_wait("alice", "bob", "slow", timeout=0.2)
     assert info.value.hosted
     assert "no running runtime" not in str(info.value)
+
+
+async def test_a_reply_from_another_runtime_reaches_the_waiting_call_not_the_handler(dsn: str) -> None:
+    """A reply written by another process is unread when its NOTIFY wakes both the waiting call and the
+    catch-up of the caller's hosted agent: the call gets it, the agent's handler never does."""
+    seen: list[Any] = []
+    here = AgentMessaging[Any](Config(dsn=dsn, pool_size=5, poll_interval=0.05, connect_timeout=5))
+    there = AgentMessaging[Any](Config(dsn=dsn, pool_size=5, poll_interval=0.05, connect_timeout=5))
+
+    @here.register_handler("bob")
+    async def bob(message: Any, ctx: Any) -> Any:
+        seen.append(message)
+        return await here.conversation.send_and_wait("bob", "carol", message, timeout=10)
+
+    @there.register_handler("carol")
+    async def carol(message: Any, ctx: Any) -> Any:
+        return f"carol read {message}"
+
+    async with here, there:
+        await setup(here, "alice", "bob", "carol")
+        await until(lambda: hosted(here, "bob"))
+        for n in range(30):
+            assert await there.conversation.send_and_wait("alice", "bob", f"q{n}", timeout=10) == f"carol read q{n}"
+        assert seen == [f"q{n}" for n in range(30)]

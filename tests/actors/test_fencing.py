@@ -82,7 +82,7 @@ async def test_a_transition_of_a_runtime_that_no_longer_runs_the_meeting_is_refu
             await parts.runners.take_over([meeting])
             assert meeting in parts.runners.handles
             before = await first.meeting.get_meeting_history(meeting)
-            with pytest.raises(RunnerMoved, match="call again"):
+            with pytest.raises(RunnerMoved, match="call attend_meeting"):
                 await first.meeting.speak("guest", meeting, "from the first runtime")
             assert await first.meeting.get_meeting_history(meeting) == before  # nothing of it was written
             assert meeting not in internals(first).runners.handles  # the first runtime stopped running it

@@ -64,7 +64,7 @@ async def test_timeouts_and_cancellations_leak_no_connection_no_task_no_waiter(d
         # idle watches end at their next wake-up, at worst the sweep
         await eventually(lambda: len(anyio.get_running_tasks()) <= tasks_before + 2, 10)
         assert await connections() <= config.pool_size
-        assert parts.calls.by_id == {}
+        await eventually(lambda: parts.calls.by_id == {})  # the last handler calls end in a moment
 
         async def no_waits() -> bool:
             return int(await db.fetch_val("SELECT count(*) FROM call_waits")) == 0

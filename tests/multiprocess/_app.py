@@ -6,6 +6,9 @@ Not a test module. Environment:
 - ``AM_TURNS``: agents whose meeting turns are taken here by :func:`take_turn`
 - ``AM_FLAGS``: a directory; the file ``fixed`` in it makes the ``flaky`` operation succeed
 - ``AM_MAX_ATTEMPTS``: ``Config.max_attempts`` (default 3)
+- ``AM_TRACE_FILE``: export every finished span to this file, one JSON line each (with
+  ``AGENT_MESSAGING_TRACING=true``, the runtime's spans; see ``tests/_tracing.py``); through a
+  ``BatchSpanProcessor`` if ``AM_TRACE_BATCH`` is ``1``
 
 Messages are dicts with an ``op``: ``echo`` answers ``{"echo": ..., "by": agent, "pid": pid}``; ``fail``
 raises ``ValueError``; ``call`` calls ``to`` with ``then`` from inside the handler and answers with the
@@ -23,6 +26,11 @@ from agent_messaging import AgentMessaging, AlreadyExists, Config, MessageContex
 
 ORG = "multi"
 AGENTS = ("user", "alice", "bob", "carol", "chair", "p1", "p2", "p3", "flaky")
+if os.environ.get("AM_TRACE_FILE"):  # before the runtime opens: its spans go to this provider
+    from tests._tracing import install_file_exporter
+
+    install_file_exporter(os.environ["AM_TRACE_FILE"], batch=os.environ.get("AM_TRACE_BATCH") == "1")
+
 HOSTED = [name for name in os.environ.get("AM_HOST", "").split(",") if name]
 TURNS = [name for name in os.environ.get("AM_TURNS", "").split(",") if name]
 

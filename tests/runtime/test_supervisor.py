@@ -20,6 +20,7 @@ from agent_messaging.runtime.supervisor import (
     SupervisorSpec,
     SupervisorStatistics,
 )
+from tests._helpers import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -426,3 +427,31 @@ async def test_ref_stop_removes_a_permanent_child_for_good() -> None:
         assert sup.children() == []
     assert tracker.instances[0].seen == ["last"]
     assert len(tracker.instances) == 1
+
+
+class _SlowStart(Actor[Any]):
+    async def on_start(self) -> None:
+        await anyio.sleep(0.5)
+
+    async def on_receive(self, message: Any) -> Any:
+        return message
+
+
+async def test_a_child_killed_while_it_starts_stops_its_start_with_actor_stopped() -> None:
+    supervisor = Supervisor("s")
+    got: dict[str, BaseException] = {}
+    async with anyio.create_task_group() as tg:
+        await tg.start(supervisor.run)
+
+        async def start() -> None:
+            try:
+                await supervisor.start_child(ChildSpec("c", _SlowStart))
+            except ActorStopped as exc:
+                got["error"] = exc
+
+        tg.start_soon(start)
+        await anyio.sleep(0.1)  # inside on_start
+        supervisor.kill_child("c")
+        await eventually(lambda: "error" in got)
+        assert "c" not in supervisor.children()
+        await supervisor.stop()

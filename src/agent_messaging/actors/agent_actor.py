@@ -32,6 +32,7 @@ import anyio
 import structlog
 
 from .._log import get_logger
+from .._tracing import SYSTEM, extract, fail, span
 from .._validation import storable_text
 from ..errors import AgentMessagingError, InvalidMessage, PersistenceUnavailable
 from ..models import AgentInfo, MessageKind
@@ -71,6 +72,9 @@ class HostedAgent(Generic[T]):
         self.dead: dict[uuid.UUID, float] = {}
         self.restarts = restarts
         self.failed = False
+        self.fenced = False
+        """Set when the runtime fenced itself: the running handler is being cancelled and must leave no trace
+        (no failure reply, no attempt, no dead letter: the message is handled again by the next owner)."""
         # True until the first read of its backlog is done: direct deliveries wait for it (order)
         self.catching_up = True
         self.poked = False
@@ -110,7 +114,18 @@ class AgentActor(Actor[Envelope[T]]):
         await self.agent.on_stop()
 
     async def on_receive(self, message: Envelope[T]) -> Any:
-        """Run the handler for one message; raising crashes the actor (the supervisor retries it)."""
+        """Run the handler for one message; raising crashes the actor (the supervisor retries it).
+
+        With tracing on, in a ``process`` span: a child of the span that sent the message (its trace
+        context travels inside it), so what the handler does (calls, replies) joins the sender's trace.
+        """
+        if self.services.tracing:
+            attributes = _process_attributes(self.hosted.spec.agent, message)
+            with span(f"process {self.hosted.spec.agent}", "consumer", attributes, parent=extract(message.trace)):
+                return await self._handle(message)
+        return await self._handle(message)
+
+    async def _handle(self, message: Envelope[T]) -> Any:
         hosted, env, cfg = self.hosted, message, self.services.config
         name = hosted.spec.agent
         attempt = env.attempts + 1
@@ -132,9 +147,14 @@ class AgentActor(Actor[Envelope[T]]):
         try:
             result = await self.agent.on_message(env.payload, ctx)
         except Exception as exc:
+            if hosted.fenced:  # an error of the cancellation (its database cut off): not the handler's
+                raise
             env.attempts = attempt
             final = attempt >= cfg.max_attempts
-            if env.kind is MessageKind.REQUEST and (final or isinstance(exc, AgentMessagingError)):
+            answered = env.kind is MessageKind.REQUEST and (final or isinstance(exc, AgentMessagingError))
+            if self.services.tracing and (answered or final):
+                fail(exc)  # the exception stops here: this attempt's span failed (one that leaves fails it)
+            if answered:
                 hosted.inflight = None
                 # the error, not its traceback: that goes to the caller (HandlerError.remote_traceback) and into
                 # the reply; rendered here (a console renderer's rich traceback with locals) it could block the
@@ -237,6 +257,25 @@ async def answer(
         log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered")
     elif not consumed:
         await delivered([env])
+
+
+def _process_attributes(agent: str, env: Envelope[Any]) -> dict[str, Any]:
+    """The attributes of the span that handles ``env`` in ``agent``'s actor."""
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": agent,
+        "messaging.message.id": str(env.id),
+        "agent_messaging.sender": env.sender,
+        "agent_messaging.message.kind": env.kind.value,
+        "agent_messaging.attempt": env.attempts + 1,
+    }
+    if env.conversation_id is not None:
+        attributes["messaging.message.conversation_id"] = str(env.conversation_id)
+    if env.in_reply_to is not None:
+        attributes["agent_messaging.in_reply_to"] = str(env.in_reply_to)
+    return attributes
 
 
 def failure_reply(agent: str, exc: BaseException) -> dict[str, Any]:

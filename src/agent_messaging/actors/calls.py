@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -30,6 +31,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._log import get_logger
+from .._tracing import annotate, inject, span
 from .._validation import storable_text
 from ..errors import ConversationEnded, HandlerError, InvalidMessage, LifecycleError, ReplyTimeout
 from ..models import AgentInfo, MessageKind
@@ -37,13 +39,14 @@ from ..persistence._rows import as_uuid, json_dict
 from ..persistence.store import conversations as store, hosts
 from ..persistence.writer import Write
 from ..runtime._slot import Slot
-from .envelope import Envelope, insert_row, new_envelope
+from .envelope import Envelope, insert_row, new_envelope, send_attributes, send_span_name
 from .news import remote_key
 from .services import Services
 
 __all__ = ["Calls", "Waiter", "error_reply", "handler_error"]
 
 T = TypeVar("T")
+_TAKEN_LIMIT = 10_000
 log = get_logger("agent_messaging.conversation")
 _EXPIRE_EVERY = 60.0
 
@@ -118,6 +121,7 @@ class Calls(Generic[T]):
     def __init__(self, services: Services[T]) -> None:
         self.services = services
         self.by_id: dict[uuid.UUID, Waiter[T]] = {}
+        self._taken: OrderedDict[uuid.UUID, None] = OrderedDict()  # replies from elsewhere a call here consumed
         self._watches: dict[uuid.UUID, _Watch] = {}
         self._tg: TaskGroup | None = None
 
@@ -162,6 +166,11 @@ class Calls(Generic[T]):
         if watch is not None:
             watch.ids.discard(waiter.request_id)
 
+    def takes(self, reply: Envelope[Any]) -> bool:
+        """Whether a call of this runtime reads ``reply`` (it waits for it, or has just consumed it): the
+        catch-up of a hosted agent must not hand it to the agent's handler as well."""
+        return reply.in_reply_to in self.by_id or reply.id in self._taken
+
     def on_conversation(self, conversation_id: uuid.UUID) -> list[Waiter[T]]:
         """The waiters whose request belongs to this conversation."""
         return [w for w in self.by_id.values() if w.conversation_id == conversation_id]
@@ -180,9 +189,20 @@ class Calls(Generic[T]):
                     await self._unconsume(waiter)
         if waiter.done:
             return waiter.result()
-        self.services.writer.submit_nowait([Write(store.TIMED_OUT, (waiter.request_id,))])
         assert limit is not None
+        with anyio.CancelScope(shield=True):
+            await self._mark_timed_out(waiter)
         raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit, hosted=await self._hosted(waiter))
+
+    async def _mark_timed_out(self, waiter: Waiter[T]) -> None:
+        """Record that the caller stopped waiting, committed before ``ReplyTimeout`` reaches it: the update
+        holds the request's row lock, so a read of the recipient's unread messages right after the timeout
+        would otherwise skip the request while it commits. Bounded by ``connect_timeout``; failures logged."""
+        try:
+            with anyio.fail_after(self.services.config.connect_timeout):
+                await self.services.writer.write([Write(store.TIMED_OUT, (waiter.request_id,))])
+        except Exception as exc:
+            log.warning("conversation.timed_out_mark_failed", request_id=str(waiter.request_id), error=repr(exc))
 
     async def _hosted(self, waiter: Waiter[T]) -> bool:
         """Whether a live runtime hosts ``waiter``'s recipient (for the timeout's message; True if unknown)."""
@@ -243,7 +263,11 @@ class Calls(Generic[T]):
             except InvalidMessage as exc:  # stored by another client or version: the caller learns it now
                 waiter.fail(exc)
                 continue
-            waiter.complete(reply, as_uuid(row["message_id"]))
+            reply_id = as_uuid(row["message_id"])
+            self._taken[reply_id] = None
+            if len(self._taken) > _TAKEN_LIMIT:
+                self._taken.popitem(last=False)
+            waiter.complete(reply, reply_id)
 
     # ------------------------------------------------------------------ replying side
 
@@ -276,10 +300,27 @@ class Calls(Generic[T]):
             in_reply_to=request_id,
             metadata=None if error is None else {"error": error},
         )
+        if self.services.tracing:
+            with span(send_span_name("reply", [env]), "producer", send_attributes("reply", [env])):
+                env.trace = inject()
+                consumed, won = await self._commit_reply(env, waiter, consumed, error)
+                annotate({"agent_messaging.reply.won": won})
+                if error is not None:
+                    annotate({"agent_messaging.reply.error": str(error.get("type", ""))})
+            return env, consumed, won
+        consumed, won = await self._commit_reply(env, waiter, consumed, error)
+        return env, consumed, won
+
+    async def _commit_reply(
+        self, env: Envelope[T], waiter: Waiter[T] | None, consumed: bool, error: dict[str, Any] | None
+    ) -> tuple[bool, bool]:
+        """Commit the claim and the reply, then complete or release the waiter; (consumed, won)."""
+        request_id = env.in_reply_to
+        assert request_id is not None
         try:
             won = await self.services.writer.write(
                 [Write(store.CLAIM, (env.id, request_id)), Write(store.REPLY, (*insert_row(env), consumed))],
-                notify=() if consumed else [str(waiting.id)],
+                notify=() if consumed else [str(env.recipient_id)],
             )
         except BaseException:
             if waiter is not None and consumed:
@@ -288,13 +329,13 @@ class Calls(Generic[T]):
         if str(env.id) not in won:
             if waiter is not None and consumed:
                 waiter.release()
-            return env, False, False
+            return False, False
         if waiter is not None and consumed:
             if error is not None:
                 waiter.complete_error(handler_error(error, request_id))
             else:
-                waiter.complete(cast(T, value), env.id)
-        return env, consumed, True
+                waiter.complete(env.payload, env.id)
+        return consumed, True
 
 
 def error_reply(agent: str, exc: BaseException, remote_traceback: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -20,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import structlog
 
+from .._tracing import SYSTEM, TRACE_KEY, Carrier
 from .._validation import storable_text
 from ..models import AgentInfo, Message, MessageKind
 from ..persistence._rows import as_uuid, json_dict, optional_uuid, to_json
@@ -38,6 +40,8 @@ __all__ = [
     "insert_write",
     "new_envelope",
     "read_page",
+    "send_attributes",
+    "send_span_name",
 ]
 
 T = TypeVar("T")
@@ -66,6 +70,8 @@ class Envelope(Generic[T]):
     attempts: int = 0
     read_at: datetime | None = None
     handled_at: datetime | None = None
+    trace: Carrier | None = None
+    """The trace context it carries (stored in its metadata under ``TRACE_KEY``; never in ``metadata``)."""
 
     def to_message(self) -> Message[T]:
         """The public ``Message`` model of this envelope."""
@@ -134,6 +140,35 @@ def new_envelope(
     )
 
 
+def send_span_name(operation: str, envs: Sequence[Envelope[Any]]) -> str:
+    """``send bob`` / ``reply alice``: the operation and the destination (just the operation for a fan-out)."""
+    recipients = {env.recipient for env in envs}
+    return f"{operation} {envs[0].recipient}" if len(recipients) == 1 else operation
+
+
+def send_attributes(operation: str, envs: Sequence[Envelope[Any]]) -> dict[str, Any]:
+    """The attributes of the span that sends ``envs`` (one message, or one to each of several agents)."""
+    first = envs[0]
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": operation,
+        "agent_messaging.sender": first.sender,
+        "agent_messaging.message.kind": first.kind.value,
+    }
+    if len(envs) == 1:
+        attributes["messaging.destination.name"] = first.recipient
+        attributes["messaging.message.id"] = str(first.id)
+    else:
+        attributes["messaging.batch.message_count"] = len(envs)
+        attributes["agent_messaging.recipients"] = [env.recipient for env in envs]
+    if first.conversation_id is not None:
+        attributes["messaging.message.conversation_id"] = str(first.conversation_id)
+    if first.in_reply_to is not None:
+        attributes["agent_messaging.in_reply_to"] = str(first.in_reply_to)
+    return attributes
+
+
 def insert_row(env: Envelope[Any]) -> tuple[Any, ...]:
     """The columns of ``messages.INSERT`` for ``env``."""
     return (
@@ -145,7 +180,7 @@ def insert_row(env: Envelope[Any]) -> tuple[Any, ...]:
         env.conversation_id,
         env.in_reply_to,
         env.payload_json,
-        to_json(env.metadata),
+        to_json(env.metadata if env.trace is None else {**env.metadata, TRACE_KEY: env.trace}),
         env.reply_deadline,
     )
 
@@ -159,9 +194,11 @@ def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
     """An envelope from a row selected with ``store.messages.MESSAGE_COLUMNS``.
 
     An error reply (a handler raised for a call) has no payload: ``payload`` is None and its
-    ``metadata["error"]`` says what failed.
+    ``metadata["error"]`` says what failed. A trace context stored with the message moves from its
+    metadata to ``trace``.
     """
     metadata = json_dict(row["metadata"])
+    trace = metadata.pop(TRACE_KEY, None)  # written by a runtime with tracing on: not the user's
     kind = MessageKind(row["kind"])
     error_reply = kind is MessageKind.REPLY and "error" in metadata
     return Envelope(
@@ -182,6 +219,7 @@ def envelope_from_row(codec: Codec[T], row: Row) -> Envelope[T]:
         attempts=row["attempts"],
         read_at=row["read_at"],
         handled_at=row["handled_at"],
+        trace=trace if isinstance(trace, dict) else None,
     )
 
 

@@ -15,17 +15,18 @@ message (retries, dead letters, replies) is the agent actor's
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .._log import get_logger
-from ..errors import ActorStopped
+from ..errors import ActorStopped, NotFound
 from ..models import AgentInfo, AgentStatus, MessageKind
-from ..persistence.store import messages as store
+from ..persistence.store import messages as store, waits
 from ..runtime.supervisor import ChildSpec, Supervisor
 from .agent_actor import AgentActor, Bind, HostedAgent, answer, failure_reply
 from .calls import Calls
@@ -65,6 +66,7 @@ class AgentHost(Generic[T]):
         self.epoch = 0
         """How many times this runtime fenced itself (a claim made across a fence is void)."""
         self._taking = anyio.Lock()
+        self._failed: set[str] = set()  # failed agents put on standby by a fence: they come back failed
         self._pending: list[HostSpec] = []
         self._sweeping = False
         cfg = services.config
@@ -191,17 +193,31 @@ class AgentHost(Generic[T]):
             self._turns_only[spec.agent] = (spec, agent)
             log.info("agent.turns_taken_here", agent=spec.agent)
             return None
-        await self.supervisor.wait_child_gone(spec.agent)  # its actor of before a fence may still be stopping
+        # its actor of before a fence may still be stopping (bounded: on_stop and a query in flight)
+        if not await self.supervisor.wait_child_gone(spec.agent):
+            log.warning("agent.already_running", agent=spec.agent)
+            return None
         if spec.agent in self.hosted or epoch != self.epoch:  # started meanwhile, or fenced
             return await self._start_actor(spec, agent, restarts, epoch, catch_up=catch_up)
         hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
-        hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
-        if epoch != self.epoch:  # fenced while it started: fence() could not stop it
-            self.supervisor.kill_child(spec.agent)
-            self.hosted.pop(spec.agent, None)
-            self.by_id.pop(agent.id, None)
+        if spec.agent in self._failed:  # failed before the fence: back as it was (restart_agent restarts it)
+            self._failed.discard(spec.agent)
+            hosted.failed = True
+            hosted.catching_up = False
+            return None
+        try:
+            hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
+        except ActorStopped:
+            if epoch == self.epoch:
+                raise
+        if epoch != self.epoch:  # fenced while it started: stop it (if fence() could not) and wait for restore
+            with contextlib.suppress(NotFound):
+                self.supervisor.kill_child(spec.agent)
+            if self.hosted.get(spec.agent) is hosted:
+                del self.hosted[spec.agent]
+                self.by_id.pop(agent.id, None)
             self.standby[spec.agent] = (spec, agent)
             return None
         log.info("agent.hosted", agent=spec.agent)
@@ -302,7 +318,16 @@ class AgentHost(Generic[T]):
         if not hosted.failed or self.hosted.get(hosted.spec.agent) is not hosted:  # not failed, or fenced since
             return
         hosted.failed = False
-        hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
+        epoch = self.epoch
+        try:
+            hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
+        except ActorStopped:
+            if epoch == self.epoch:
+                raise
+        if epoch != self.epoch:  # fenced while it started: the restore hosts it afresh (it is active again)
+            with contextlib.suppress(NotFound):
+                self.supervisor.kill_child(hosted.spec.agent)
+            return
         log.info("agent.restarted_by_request", agent=hosted.spec.agent)
         self._start_catch_up(hosted)
 
@@ -349,15 +374,18 @@ class AgentHost(Generic[T]):
         standby (:meth:`restore` claims them again).
 
         A running handler is cancelled; its message stays unhandled in the database, so whichever runtime owns
-        the agent next delivers it again. Waits (at most a quarter of the lease) for the actors to stop.
+        the agent next delivers it again. A failed agent stays failed. Waits (at most a quarter of the lease)
+        for the actors to stop.
         """
         self.epoch += 1
-        refs = []
-        for name, hosted in list(self.hosted.items()):
+        for name, hosted in self.hosted.items():
+            hosted.fenced = True
             self.standby[name] = (hosted.spec, hosted.agent)
-            if hosted.ref is not None and hosted.ref.is_alive:
-                refs.append(hosted.ref)
-                self.supervisor.kill_child(name)
+            if hosted.failed:
+                self._failed.add(name)
+        refs = [hosted.ref for hosted in self.hosted.values() if hosted.ref is not None]
+        for name in self.supervisor.children():  # every child, also one a restart is starting
+            self.supervisor.kill_child(name)
         self.standby.update(self._turns_only)
         self.hosted.clear()
         self.by_id.clear()
@@ -370,7 +398,9 @@ class AgentHost(Generic[T]):
 
     async def restore(self) -> None:
         """This runtime holds its presence lock again: claim the agents it owned (those another runtime took
-        meanwhile stay on standby here) and start them."""
+        meanwhile stay on standby here) and start them. The wait-for edges of the calls its killed handlers
+        made go first (a killed handler could not always remove its own while the database was away)."""
+        await waits.forget_runtime(self.services.db, self.presence.key)
         await self._take_standby()
 
     async def _catch_up(self, hosted: HostedAgent[T]) -> None:
@@ -388,15 +418,18 @@ class AgentHost(Generic[T]):
             hosted.catching_up = False
 
     async def _read_unread(self, hosted: HostedAgent[T]) -> None:
-        async for env in self.unread(hosted):
-            if hosted.ref is not None:
-                await hosted.ref.tell(env)
+        async with contextlib.aclosing(self.unread(hosted)) as envelopes:  # closed also when the actor stops
+            async for env in envelopes:
+                if hosted.ref is not None:
+                    await hosted.ref.tell(env)
 
-    async def unread(self, hosted: HostedAgent[T]) -> AsyncIterator[Envelope[T]]:
+    async def unread(self, hosted: HostedAgent[T]) -> AsyncGenerator[Envelope[T], None]:
         """The agent's unread messages from the database, in order, that are not queued yet (now marked queued).
 
         Those that cannot be decoded are dead-lettered with the reason (see :mod:`.envelope`): the
-        messages behind them are delivered.
+        messages behind them are delivered. A reply to a call that still waits in this process is left to
+        that call (a reply from another process is written unread, and the NOTIFY that wakes the call also
+        wakes this read): the handler sees a reply only when its call stopped waiting for it.
         """
         after, full = 0, True
         codec = self.services.codec
@@ -407,6 +440,8 @@ class AgentHost(Generic[T]):
             if bad:
                 await dead_letter_undecodable(self.services.writer, bad)
             for env in envs:
+                if env.kind is MessageKind.REPLY and self.calls.takes(env):
+                    continue  # a call here reads it (a reply it leaves unread comes at a later read)
                 dead_at = hosted.dead.get(env.id)
                 if dead_at is not None and started > dead_at:  # dead-lettered here, since retried
                     del hosted.dead[env.id]

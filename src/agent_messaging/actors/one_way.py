@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from .._validation import check_cursor, check_ids, check_limit, check_metadata
+from .._tracing import inject, span
+from .._validation import check_cursor, check_ids, check_limit, check_message_metadata
 from ..errors import DeadLetterNotFound
 from ..models import DeadLetter, Message, MessageKind
 from ..persistence._rows import as_uuid
 from ..persistence.store import messages as store
-from .envelope import insert_write, new_envelope, read_page
+from .envelope import Envelope, insert_write, new_envelope, read_page, send_attributes, send_span_name
 from .hosting import AgentHost
 from .services import Services
 
@@ -53,17 +54,27 @@ class OneWay(Generic[T]):
         :raises InvalidArgument: malformed ids or metadata (at most 64 KiB of JSON).
         """
         names = check_ids(recipients)
-        meta = check_metadata(metadata)
+        meta = check_message_metadata(metadata)
         agent = await self.services.directory.get(sender, "sender")
         targets = await self.services.directory.get_many(names)
         self.services.directory.same_organization(agent, targets)
         value, text = self.services.codec.prepare(message)
         envs = [new_envelope(MessageKind.ONE_WAY, agent, target, value, text, metadata=meta) for target in targets]
+        if self.services.tracing:
+            with span(send_span_name("send", envs), "producer", send_attributes("send", envs)):
+                trace = inject()
+                for env in envs:
+                    env.trace = trace
+                return await self._send(envs)
+        return await self._send(envs)
+
+    async def _send(self, envs: list[Envelope[T]]) -> list[uuid.UUID]:
+        """Commit ``envs`` in one unit, then hand them to the recipients hosted here."""
         keys = [str(env.recipient_id) for env in envs]
         try:
             await self.services.writer.write([insert_write(env) for env in envs], notify=keys)
         except Exception as exc:  # deregistered meanwhile (the database refuses it whatever our cache says)
-            self.services.directory.refused(exc, targets)
+            self.services.directory.refused(exc, {env.recipient_id: env.recipient for env in envs})
             raise
         await self.host.committed(envs)
         return [env.id for env in envs]

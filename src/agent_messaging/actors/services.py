@@ -152,14 +152,13 @@ class Directory:
             self._by_id[agent_id] = agent
         return agent
 
-    def refused(self, exc: BaseException, targets: Iterable[AgentInfo]) -> None:
-        """If the database refused a write because one of ``targets`` was deregistered (by any runtime), forget
-        it and raise ``AgentNotFound`` for it; otherwise return (the caller re-raises ``exc``)."""
+    def refused(self, exc: BaseException, targets: dict[uuid.UUID, str]) -> None:
+        """If the database refused a write because one of ``targets`` (id -> external id) was deregistered (by
+        any runtime), forget it and raise ``AgentNotFound`` for it; otherwise return (the caller re-raises)."""
         agent_id = deregistered_recipient(exc)
-        for target in targets:
-            if target.id == agent_id:
-                self.forget(target.external_id)
-                raise AgentNotFound(target.external_id) from None
+        if agent_id is not None and agent_id in targets:
+            self.forget(targets[agent_id])
+            raise AgentNotFound(targets[agent_id]) from None
 
     @staticmethod
     def same_organization(agent: AgentInfo, others: Iterable[AgentInfo]) -> None:
@@ -183,3 +182,5 @@ class Services(Generic[T]):
     codec: Codec[T]
     signals: Signals
     news: News
+    tracing: bool = False
+    """Spans and trace contexts on (``Config.tracing``): the domain calls :mod:`.._tracing` only then."""

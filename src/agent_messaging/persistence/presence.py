@@ -46,6 +46,13 @@ log = get_logger("agent_messaging.presence")
 Callback = Callable[[], Awaitable[None]]
 
 
+#: Ends the session that still holds lock $1 (this runtime's previous presence session, nobody else's).
+_END_STALE_SESSION = (
+    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 AND l.pid <> pg_backend_pid()"
+)
+
+
 class _NotYet(Exception):
     """The lock is still held by this runtime's previous session (the server has not noticed it gone)."""
 
@@ -67,7 +74,7 @@ class Presence:
         self._conn: psqlpy.Connection | None = None
 
     async def _connect(self, *, wait: bool) -> psqlpy.Connection:
-        timeout = max(1, math.ceil(self.lease / 2))
+        timeout = max(1, math.ceil(self.lease / 4))
         conn = await psqlpy.connect(
             dsn=self.db.dsn,
             application_name="agent-messaging-presence",
@@ -81,6 +88,9 @@ class Presence:
             else:
                 result = await conn.execute("SELECT pg_try_advisory_lock($1) AS ok", [self.key])
                 if not result.result()[0]["ok"]:
+                    # our previous session, which the server has not noticed gone (a peer that vanished without
+                    # a word keeps it until the server's keepalive): end it; the next attempt takes the lock
+                    await conn.execute(_END_STALE_SESSION, [self.key])
                     raise _NotYet
         except BaseException:
             conn.close()
@@ -124,17 +134,26 @@ class Presence:
         ``fence`` must stop all handling at once (it is called within half a lease of the loss); ``restore``
         re-claims what the runtime owned. Run it in the runtime's task group.
         """
-        task_status.started()
-        while True:
-            await anyio.sleep(self.lease / 4)
-            if await self._check():
-                continue
-            self.held = False
-            self.outages += 1
-            lost_at = anyio.current_time()
-            log.warning("presence.lost", runtime=self.runtime_id, action="stopped every agent and meeting here")
-            await fence()
-            await self._reconnect()
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            restoring = anyio.CancelScope()
+            while True:
+                await anyio.sleep(self.lease / 4)
+                if await self._check():
+                    continue
+                restoring.cancel()  # a restore still under way is void: the runtime fences itself again
+                self.held = False
+                self.outages += 1
+                lost_at = anyio.current_time()
+                log.warning("presence.lost", runtime=self.runtime_id, action="stopped every agent and meeting here")
+                await fence()
+                await self._reconnect()
+                # in its own task, so that the checks go on while agents start (their on_start is user code)
+                restoring = anyio.CancelScope()
+                tg.start_soon(self._restore, restore, restoring, lost_at)
+
+    async def _restore(self, restore: Callback, scope: anyio.CancelScope, lost_at: float) -> None:
+        with scope:
             try:
                 await restore()
             except Exception as exc:  # the sweep re-claims what is still on standby
@@ -144,7 +163,7 @@ class Presence:
 
     async def _check(self) -> bool:
         """Whether the lock is still held: the presence connection answers (a dropped connection fails at once;
-        a dead peer within the connection's TCP user timeout, half a lease)."""
+        a dead peer within the connection's TCP user timeout: a quarter of the lease, at least a second)."""
         conn = self._conn
         return conn is not None and await self.db.answers(conn)
 
@@ -187,13 +206,18 @@ class Presence:
         takes = list(turns) if turns is not None else [False] * len(agent_ids)
         return await hosts.claim_agents(self.db, agent_ids, takes, self.owner, self.lease)
 
-    async def claim_meetings(self, meeting_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    async def claim_meetings(self, meeting_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Claim these meetings for this runtime (unowned, or their runtime gone for a lease); returns the ones it
-        now runs."""
+        now runs, each with its claim generation (see ``store.hosts.RUNNER_GUARD``)."""
         if not self.held:
-            return set()
+            return {}
         return await hosts.claim_meetings(self.db, meeting_ids, self.owner, self.lease)
 
     def host_write(self, meeting_id: uuid.UUID) -> Write:
-        """The writer row that records this runtime as a new meeting's runner."""
-        return Write(hosts.MEETING_HOST, (meeting_id, *self.owner))
+        """The writer row that records this runtime as a new meeting's runner (claim generation
+        ``hosts.FIRST_GENERATION``)."""
+        return Write(hosts.MEETING_HOST, (meeting_id, *self.owner, self.lease))
+
+    def guard_write(self, meeting_id: uuid.UUID, generation: int) -> Write:
+        """The writer row that fails a meeting transition's commit unless this claim still runs the meeting."""
+        return Write(hosts.RUNNER_GUARD, (meeting_id, self.key, generation))

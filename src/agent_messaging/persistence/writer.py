@@ -30,6 +30,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._log import get_logger
+from .._tracing import commit_span, fail, span_context
 from ..errors import PersistenceUnavailable
 from .database import Database, is_connection_error, is_transient
 
@@ -106,6 +107,7 @@ class _Unit:
     error: BaseException | None = None
     quiet: bool = False
     returned: frozenset[str] = frozenset()
+    trace: Any = None  # the span context of the write's caller (tracing on, inside a span)
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,12 @@ class Writer:
         timeout: float = 30.0,
         notify: bool = True,
         origin: str = "",
+        tracing: bool = False,
     ) -> None:
         self.db = db
         self.origin = origin
+        self.tracing = tracing
+        """One span per committed batch that carries a write made inside a span (``Config.tracing``)."""
         self.batch_size = batch_size
         self.linger = linger
         self.connections = connections
@@ -161,6 +166,8 @@ class Writer:
         within the writer's timeout.
         """
         unit = _Unit(list(writes), frozenset(notify), anyio.current_time() + self.timeout)
+        if self.tracing:
+            unit.trace = span_context()
         for w in unit.writes:
             if not isinstance(w.statement, Statement):
                 raise ValueError(f"unknown write kind {w.statement!r}: a Write takes a store's Statement")
@@ -261,7 +268,30 @@ class Writer:
                 if not batch:
                     continue
                 with anyio.CancelScope(shield=True):
-                    await self._commit(batch)
+                    if self.tracing:
+                        await self._traced_commit(batch)
+                    else:
+                        await self._commit(batch)
+
+    async def _traced_commit(self, batch: list[_Unit]) -> None:
+        """:meth:`_commit` in a span, if a write of the batch was made inside one (see ``commit_span``)."""
+        parents = [unit.trace for unit in batch if unit.trace is not None]
+        if not parents:  # bookkeeping only (handled marks, attempt counts...): no span
+            await self._commit(batch)
+            return
+        attributes = {
+            "db.system.name": "postgresql",
+            "agent_messaging.writer.units": len(batch),
+            "agent_messaging.writer.rows": sum(len(unit.writes) for unit in batch),
+        }
+        retries = self._retries
+        with commit_span(parents, attributes) as span:
+            await self._commit(batch)
+            span.set_attribute("agent_messaging.writer.retries", self._retries - retries)
+            errors = [unit.error for unit in batch if unit.error is not None]
+            if errors:  # the units that failed alone (a bad row) or timed out: the first error on the span
+                span.set_attribute("agent_messaging.writer.failed_units", len(errors))
+                fail(errors[0])
 
     async def _commit(self, batch: list[_Unit]) -> None:
         delay = 0.01

@@ -274,7 +274,7 @@ class Supervisor:
         """Start a child and return once it started: its ref, or the nested supervisor.
 
         :raises AlreadyExists: a child of that name is running.
-        :raises ActorStopped: the supervisor is not running.
+        :raises ActorStopped: the supervisor is not running, or the child was killed before it started.
         :raises Exception: whatever the first ``on_start`` raised (the child is not added).
         """
         if self._state is not _State.RUNNING or self._tg is None:
@@ -283,7 +283,12 @@ class Supervisor:
             raise AlreadyExists("child", spec.name)
         child = _Child(spec)
         self._children[spec.name] = child
-        handle: ActorRef[Any] | Supervisor = await self._tg.start(self._run_child, child, name=f"actor:{spec.name}")
+        try:
+            handle: ActorRef[Any] | Supervisor = await self._tg.start(self._run_child, child, name=f"actor:{spec.name}")
+        except RuntimeError:  # anyio: the task ended without calling started() (or on_start raised one)
+            if child.scope.cancel_called:  # kill_child
+                raise ActorStopped(spec.name, "was stopped before it started") from None
+            raise
         return handle
 
     def kill_child(self, name: str) -> None:
@@ -297,12 +302,17 @@ class Supervisor:
         child.closing.set()
         child.scope.cancel()
 
-    async def wait_child_gone(self, name: str) -> None:
+    async def wait_child_gone(self, name: str) -> bool:
         """Wait until no child named ``name`` runs (one being stopped or killed has finished stopping), so a
-        new child may take the name."""
+        new child may take the name; a running child is waited for only if it is stopping. Returns whether
+        the name is free."""
         child = self._children.get(name)
-        if child is not None:
-            await child.done.wait()
+        if child is None:
+            return True
+        if not child.closing.is_set():
+            return False
+        await child.done.wait()
+        return True
 
     async def stop_child(self, name: str) -> None:
         """Stop a child gracefully for good (it drains its mailbox first) and wait until it stopped.

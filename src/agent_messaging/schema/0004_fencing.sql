@@ -3,13 +3,19 @@
 -- meeting's state is written only by the runtime the database records as its runner. A deregistered
 -- agent receives nothing, whatever an other runtime's cache says.
 
-ALTER TABLE agent_hosts ADD COLUMN absent_since timestamptz;
-ALTER TABLE meeting_hosts ADD COLUMN absent_since timestamptz;
+-- absent_since: when a claimer first saw the owner's lock gone; lease: the owner's ownership_lease (a
+-- claimer waits the longer of the owner's and its own); generation: bumped by every claim of a meeting, so
+-- a transition of an earlier claim (held up in a writer through an outage) cannot land after a later one.
+ALTER TABLE agent_hosts ADD COLUMN absent_since timestamptz, ADD COLUMN lease real NOT NULL DEFAULT 2;
+ALTER TABLE meeting_hosts ADD COLUMN absent_since timestamptz, ADD COLUMN lease real NOT NULL DEFAULT 2,
+    ADD COLUMN generation bigint NOT NULL DEFAULT 1;
 
--- Raises unless runtime key k runs meeting m: read by every meeting transition's commit.
-CREATE FUNCTION agent_messaging_check_runner(m uuid, k bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+-- Raises unless claim generation g of runtime key k runs meeting m: read by every meeting transition's
+-- commit. The row stays share-locked until that commit, so a claim by another runtime waits for it.
+CREATE FUNCTION agent_messaging_check_runner(m uuid, k bigint, g bigint) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM meeting_hosts WHERE meeting_id = m AND runtime_key = k) THEN
+    PERFORM 1 FROM meeting_hosts WHERE meeting_id = m AND runtime_key = k AND generation = g FOR SHARE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'agent_messaging: meeting % is no longer run by this runtime', m
             USING ERRCODE = 'AM001', HINT = 'another runtime took it over; call the meeting again';
     END IF;

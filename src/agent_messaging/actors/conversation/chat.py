@@ -9,6 +9,7 @@ messages behind it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from enum import Enum
@@ -166,13 +167,16 @@ class ChatQueries(Generic[T]):
                 "(register_handler or host), or call this in the process that hosts it"
             )
         count = 0
-        async for env in self.host.unread(hosted):
-            count += 1
-            try:
-                await hosted.ref.ask(env)
-            except ActorStopped:
-                hosted.known.pop(env.id, None)
-                raise
-            except Exception as exc:  # the host retries it (attempts, then dead letter)
-                log.warning("conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc))
+        async with contextlib.aclosing(self.host.unread(hosted)) as envelopes:
+            async for env in envelopes:
+                count += 1
+                try:
+                    await hosted.ref.ask(env)
+                except ActorStopped:
+                    hosted.known.pop(env.id, None)
+                    raise
+                except Exception as exc:  # the host retries it (attempts, then dead letter)
+                    log.warning(
+                        "conversation.resume_handler_failed", agent=name, message_id=str(env.id), error=repr(exc)
+                    )
         return count

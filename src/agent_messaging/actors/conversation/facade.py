@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import anyio
 
 from ..._log import get_logger
-from ..._validation import check_id, check_metadata, check_uuid
+from ..._tracing import SYSTEM, annotate, inject, span
+from ..._validation import check_id, check_message_metadata, check_uuid
 from ...errors import ConversationEnded, DeadlockDetected, InvalidOperation, PersistenceUnavailable
 from ...models import AgentInfo, MessageKind
 from ...persistence._rows import as_uuid, optional_uuid
@@ -32,7 +33,7 @@ from ...persistence.store import conversations as store, waits
 from ...persistence.writer import Write
 from ..agent_actor import CURRENT_AGENT
 from ..calls import Calls, Waiter
-from ..envelope import Envelope, insert_row, insert_write, new_envelope
+from ..envelope import Envelope, insert_row, insert_write, new_envelope, send_attributes, send_span_name
 from ..hosting import AgentHost
 from ..services import Services
 from .chat import DEFAULT, ChatQueries, Timeout
@@ -87,6 +88,15 @@ class Conversations(ChatQueries[T]):
         deadline = None if limit is None else datetime.now(UTC) + timedelta(seconds=limit)
         cid, extra = self._session(a, b)
         env = new_envelope(MessageKind.REQUEST, a, b, value, text, conversation_id=cid, reply_deadline=deadline)
+        if self.services.tracing:
+            with span(f"call {b.external_id}", "client", _call_attributes(env, limit)):
+                return await self._call(env, a, b, extra, limit)
+        return await self._call(env, a, b, extra, limit)
+
+    async def _call(self, env: Envelope[T], a: AgentInfo, b: AgentInfo, extra: list[Write], limit: float | None) -> T:
+        """Commit the request and wait for its reply (the round trip of :meth:`send_and_wait`)."""
+        cid = env.conversation_id
+        assert cid is not None
         caller = CURRENT_AGENT.get()
         try:
             if caller is not None:  # DeadlockDetected before anything is written
@@ -96,13 +106,19 @@ class Conversations(ChatQueries[T]):
             try:
                 await self._commit(env, a, b, extra)
                 waiter.conversation_id = env.conversation_id or cid
-                return await self.calls.wait(waiter, limit)
+                reply = await self.calls.wait(waiter, limit)
+                if self.services.tracing and waiter.reply_id is not None:
+                    annotate({"agent_messaging.reply.id": str(waiter.reply_id)})
+                return reply
             finally:
                 self.calls.remove(waiter)
         finally:
             if caller is not None:
                 with anyio.CancelScope(shield=True):
-                    await waits.remove_wait(self.services.db, env.id)
+                    try:
+                        await waits.remove_wait(self.services.db, env.id)
+                    except Exception as exc:  # the database is away: the edge goes when the runtime restores
+                        log.warning("conversation.wait_not_removed", request_id=str(env.id), error=repr(exc))
 
     async def _wait_for(self, caller: str, target: AgentInfo, request_id: uuid.UUID) -> None:
         """Record that ``caller``'s handler now waits for ``target`` in the shared wait-for graph.
@@ -200,7 +216,7 @@ class Conversations(ChatQueries[T]):
         try:
             await self.services.writer.write(writes, notify=keys)
         except Exception as exc:
-            self.services.directory.refused(exc, [b])
+            self.services.directory.refused(exc, {b.id: b.external_id})
             raise
         self._sessions.pop(pair, None)
         self._opened.discard(cid)
@@ -222,7 +238,7 @@ class Conversations(ChatQueries[T]):
         The recipient's handler runs it if the recipient is hosted; otherwise it waits in its unread messages.
         """
         a, b = await self._agents(sender, recipient)
-        meta = check_metadata(metadata)
+        meta = check_message_metadata(metadata)
         value, text = self.services.codec.prepare(message)
         cid, extra = self._session(a, b)
         env = new_envelope(MessageKind.CHAT, a, b, value, text, metadata=meta, conversation_id=cid)
@@ -259,13 +275,21 @@ class Conversations(ChatQueries[T]):
 
     async def _commit(self, env: Envelope[T], a: AgentInfo, b: AgentInfo, extra: list[Write]) -> None:
         """Commit a request or chat line with its session, wake local readers, deliver to a hosted recipient."""
+        if self.services.tracing:
+            with span(send_span_name("send", [env]), "producer", send_attributes("send", [env])):
+                env.trace = inject()
+                await self._write(env, a, b, extra)
+            return
+        await self._write(env, a, b, extra)
+
+    async def _write(self, env: Envelope[T], a: AgentInfo, b: AgentInfo, extra: list[Write]) -> None:
         key = str(env.recipient_id)
         try:
             await self.services.writer.write([*extra, self._message_write(env)], notify=[key])
         except PersistenceUnavailable:
             raise
         except Exception as exc:
-            self.services.directory.refused(exc, [b])  # deregistered by another runtime meanwhile
+            self.services.directory.refused(exc, {b.id: b.external_id})  # deregistered by another runtime meanwhile
             if not extra:
                 raise
             # another process opened this pair's session at the same moment: adopt it and write again
@@ -281,3 +305,19 @@ class Conversations(ChatQueries[T]):
         if env.conversation_id is not None:
             self._opened.add(env.conversation_id)
         await self.host.committed([env])
+
+
+def _call_attributes(request: Envelope[Any], timeout: float | None) -> dict[str, Any]:
+    """The attributes of a call's span (the caller's round trip)."""
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM,
+        "messaging.operation.name": "call",
+        "messaging.destination.name": request.recipient,
+        "messaging.message.id": str(request.id),
+        "agent_messaging.sender": request.sender,
+    }
+    if request.conversation_id is not None:
+        attributes["messaging.message.conversation_id"] = str(request.conversation_id)
+    if timeout is not None:
+        attributes["agent_messaging.call.timeout"] = timeout
+    return attributes

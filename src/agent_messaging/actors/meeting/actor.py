@@ -37,6 +37,7 @@ from uuid import UUID
 import anyio
 
 from ..._log import get_logger
+from ..._tracing import annotate, span
 from ..._validation import storable_text
 from ...errors import (
     ActorStopped,
@@ -82,8 +83,11 @@ class MeetingHandle(Generic[T]):
         host: str,
         selector: Selector | None,
         first: MeetingSnapshot[T],
+        generation: int = hosts.FIRST_GENERATION,
     ) -> None:
         self.id = meeting_id
+        self.generation = generation
+        """The claim of the meeting this runtime runs it under: its transitions commit only while it holds."""
         self.organization_id = organization_id
         self.host = host
         self.selector = selector
@@ -196,8 +200,18 @@ class MeetingActor(Actor[Command[T] | Poll]):
     async def on_receive(self, message: Command[T] | Poll) -> TurnSlot | None:
         """Handle one command; its caller waits on the returned slot (errors go back to the caller).
 
-        A :class:`~.remote.Poll` makes it take the commands other runtimes wrote for it.
+        A :class:`~.remote.Poll` makes it take the commands other runtimes wrote for it. With tracing on, a
+        command is applied in a ``meeting apply <op>`` span, a child of its caller's.
         """
+        if self.services.tracing and isinstance(message, Command):
+            attributes = message.span_attributes(self.id)
+            with span(f"meeting apply {message.op.value}", "server", attributes, parent=message.trace):
+                slot = await self._receive(message)
+                annotate({"agent_messaging.meeting.turn_number": self.turn_number})
+                return slot
+        return await self._receive(message)
+
+    async def _receive(self, message: Command[T] | Poll) -> TurnSlot | None:
         try:
             if isinstance(message, Poll):
                 await self._take_remote(applied=False)
@@ -567,7 +581,7 @@ class MeetingActor(Actor[Command[T] | Poll]):
             holder = floor.agent_id if floor is not None else None
             writes.append(Write(store.STATE, (self.id, status.value, holder, turn, deadline, last)))
         # fenced: the commit fails unless this runtime still runs the meeting
-        writes.append(Write(hosts.RUNNER_GUARD, (self.id, self.services.presence.key)))
+        writes.append(self.services.presence.guard_write(self.id, self.handle.generation))
         try:
             await self.services.writer.write([*writes, *(extra or ())], notify=notify or ())
         except Exception as exc:

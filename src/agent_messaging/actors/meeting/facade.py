@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from ..._log import get_logger
+from ..._tracing import annotate, current, span
 from ..._validation import check_cursor, check_id, check_limit, check_timeout
 from ...errors import (
     CrossOrganization,
@@ -43,7 +44,7 @@ from ..services import Services
 from .actor import MeetingHandle
 from .remote import RemoteCaller, turns_key
 from .runners import MeetingRunners
-from .types import Command, MeetingSnapshot, Op, Seat, Selector
+from .types import Command, MeetingSnapshot, Op, Seat, Selector, turn_attributes
 
 __all__ = ["Meetings"]
 
@@ -104,6 +105,18 @@ class Meetings(Generic[T]):
         host listed as participant, bad duration or policy), ``AgentNotFound``,
         ``CrossOrganization``.
         """
+        if self.services.tracing:
+            invited = len(participants) if isinstance(participants, Sequence) else 0  # checked by _create
+            attributes = {"agent_messaging.agent": str(host), "agent_messaging.meeting.participants": invited}
+            with span("meeting create", "client", attributes):
+                meeting_id = await self._create(host, participants, turn_duration, speaker_selection)
+                annotate({"agent_messaging.meeting.id": str(meeting_id)})
+                return meeting_id
+        return await self._create(host, participants, turn_duration, speaker_selection)
+
+    async def _create(
+        self, host: str, participants: Sequence[str], turn_duration: float | None, speaker_selection: str | Selector
+    ) -> UUID:
         self._require()
         host_name = check_id(host, "host")
         if isinstance(participants, str) or not isinstance(participants, Sequence):
@@ -179,10 +192,11 @@ class Meetings(Generic[T]):
             ),
         ]
         awaited = [turns_key(meeting_id, a.external_id) for a in agents if a.id in takers]
+        epoch = self.runners.epoch  # a fence before the actor starts: restore runs the meeting
         await self.services.writer.write(writes, notify=awaited)
         snapshot = MeetingSnapshot(seats=seats, turn_duration=duration, seq=len(events), history=events, fresh=True)
         handle = MeetingHandle(meeting_id, host_agent.organization_id, host_name, selector, snapshot)
-        await self.runners.spawn(handle)
+        await self.runners.spawn(handle, epoch)
         self.runners.publish(events)
         log.info("meeting.created", meeting=str(meeting_id), host=host_name, participants=len(names))
         return meeting_id
@@ -338,7 +352,20 @@ class Meetings(Generic[T]):
         return None if next_speaker is None else check_id(next_speaker, "next_speaker")
 
     async def _command(self, target: _Target[T], agent: AgentInfo, command: Command[T]) -> Turn[T] | None:
-        """Hand ``command`` to the meeting's actor, here or (through the database) in another runtime."""
+        """Hand ``command`` to the meeting's actor, here or (through the database) in another runtime.
+
+        With tracing on, in a ``meeting <op>`` span that lasts until the result (the caller's next turn).
+        """
+        if self.services.tracing:
+            with span(f"meeting {command.op.value}", "client", command.span_attributes(target.id)):
+                command.trace = current()
+                turn = await self._submit(target, agent, command)
+                if turn is not None:
+                    annotate(turn_attributes(turn))
+                return turn
+        return await self._submit(target, agent, command)
+
+    async def _submit(self, target: _Target[T], agent: AgentInfo, command: Command[T]) -> Turn[T] | None:
         try:
             if target.handle is not None:
                 return await self.runners.submit(target.handle, command)

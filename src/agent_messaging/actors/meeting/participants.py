@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..._log import get_logger
+from ..._tracing import span, use
 from ...errors import AgentMessagingError, InvalidMessage, MeetingEnded, NotYourTurn, TurnTimedOut
 from ...models import ParticipantStatus, Turn
 from ...persistence._rows import as_uuid
@@ -31,7 +32,7 @@ from ...persistence.store import meetings as store
 from ..registry import Registry, TurnHandler
 from ..services import Services
 from .actor import MeetingHandle
-from .types import Command, Op, clock_deadline
+from .types import Command, Op, clock_deadline, turn_attributes
 
 __all__ = ["HostedParticipants"]
 
@@ -116,25 +117,27 @@ class HostedParticipants(Generic[T]):
         for row in await store.meetings_of(self.services.db, agents):
             self.attend(as_uuid(row["meeting_id"]), [row["agent"]])
 
-    async def _turn(self, meeting_id: UUID, command: Command[T]) -> Turn[T]:
+    async def _turn(self, meeting_id: UUID, command: Command[T]) -> tuple[Turn[T], Any]:
+        """The turn ``command`` waits for, and the trace context of the command's span (tracing on)."""
         assert self.submit is not None
         turn = await self.submit(meeting_id, command)
         assert turn is not None
-        return turn
+        return turn, command.trace
 
     def fence(self) -> None:
         """This runtime lost its presence lock: stop every participant task at once (a running turn handler is
         cancelled). The agents' turns are taken again once the runtime has re-claimed them."""
-        for scope in self._running.values():
+        running, self._running = self._running, {}  # a restore may attend again before they have ended
+        for scope in running.values():
             scope.cancel()
 
     async def _participate(self, meeting_id: UUID, agent: str, handler: TurnHandler, scope: anyio.CancelScope) -> None:
         """Attend, then answer each turn with the handler's return value."""
         try:
             with scope:
-                turn = await self._turn(meeting_id, Command(Op.ATTEND, agent))
+                turn, cause = await self._turn(meeting_id, Command(Op.ATTEND, agent))
                 while not (turn.ended or turn.left):
-                    turn = await self._take_turn(meeting_id, agent, handler, turn)
+                    turn, cause = await self._take_turn(meeting_id, agent, handler, turn, cause)
         except MeetingEnded:
             pass
         except AgentMessagingError as exc:
@@ -145,14 +148,33 @@ class HostedParticipants(Generic[T]):
             if self._running.get((meeting_id, agent)) is scope:
                 del self._running[(meeting_id, agent)]
 
-    async def _take_turn(self, meeting_id: UUID, agent: str, handler: TurnHandler, turn: Turn[T]) -> Turn[T]:
+    async def _take_turn(
+        self, meeting_id: UUID, agent: str, handler: TurnHandler, turn: Turn[T], cause: Any
+    ) -> tuple[Turn[T], Any]:
+        """Run the handler for ``turn`` and say its answer; the next turn (and its command's trace context).
+
+        With tracing on, the handler runs in a ``meeting turn`` span, a child of ``cause`` (the span of the
+        command that waited for the turn), and the command that says its answer is a child of that span.
+        """
         reply: Any = None
         deadline = clock_deadline(turn.deadline) + _SLACK
+        handled: Any = None  # the turn's span (tracing on)
         try:
             with anyio.CancelScope(deadline=deadline):
-                reply = await handler(turn)
+                if self.services.tracing:
+                    with span("meeting turn", "internal", turn_attributes(turn), parent=cause) as handled:
+                        reply = await handler(turn)
+                else:
+                    reply = await handler(turn)
         except Exception:
             log.exception("meeting.turn_handler_failed", meeting=str(meeting_id), agent=agent)
+        if handled is not None:
+            with use(handled):
+                return await self._answer(meeting_id, agent, reply)
+        return await self._answer(meeting_id, agent, reply)
+
+    async def _answer(self, meeting_id: UUID, agent: str, reply: Any) -> tuple[Turn[T], Any]:
+        """Speak ``reply`` (pass for None or an invalid one) and wait for the next turn."""
         try:
             if reply is None:
                 return await self._turn(meeting_id, Command(Op.PASS, agent))

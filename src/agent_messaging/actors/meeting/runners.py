@@ -99,8 +99,13 @@ class MeetingRunners(Generic[T]):
         """Whether meetings can be run here (the runtime is open)."""
         return self._running
 
-    async def spawn(self, handle: MeetingHandle[T]) -> None:
-        """Start the actor of a meeting this runtime now runs."""
+    async def spawn(self, handle: MeetingHandle[T], epoch: int) -> None:
+        """Start the actor of a meeting this runtime now runs (claimed in fencing ``epoch``: if the runtime
+        fenced itself since, the meeting waits for :meth:`restore` instead)."""
+        if epoch != self.epoch:
+            self._fenced.add(handle.id)
+            handle.started.set()
+            return
         self.handles[handle.id] = handle
 
         def factory() -> MeetingActor[T]:
@@ -113,13 +118,16 @@ class MeetingRunners(Generic[T]):
             mailbox_size=self.services.config.mailbox_size,
             escalate=False,
         )
-        epoch = self.epoch
         try:
-            await self.supervisor.wait_child_gone(child.name)  # its actor of before a fence may still be stopping
+            # its actor of before a fence may still be stopping
+            if not await self.supervisor.wait_child_gone(child.name):
+                raise InvalidOperation(f"meeting {handle.id} is already run here")
             handle.ref = await self.supervisor.start_child(child)
-        except BaseException:
+        except BaseException as exc:
             if self.handles.get(handle.id) is handle:
                 del self.handles[handle.id]
+            if isinstance(exc, ActorStopped) and epoch != self.epoch:  # fenced while it started
+                raise RunnerMoved(handle.id) from None
             raise
         finally:
             handle.started.set()
@@ -193,8 +201,11 @@ class MeetingRunners(Generic[T]):
     async def restore(self) -> None:
         """This runtime holds its presence lock again: run the meetings it ran (those no other runtime took)."""
         fenced = sorted(self._fenced)
-        await self.take_over(fenced)
-        self._fenced.difference_update(fenced)
+        if fenced:
+            await self.take_over(fenced)
+            # done with those run here now and those the database no longer names this runtime for
+            mine = await hosts.still_runs(self.services.db, fenced, self.services.presence.key)
+            self._fenced.difference_update(mid for mid in fenced if mid in self.handles or mid not in mine)
         await self.recover_orphans()
 
     # ------------------------------------------------------------------ takeover
@@ -222,7 +233,7 @@ class MeetingRunners(Generic[T]):
 
     async def _sweep(self) -> None:
         try:
-            if self._fenced:  # a restore that failed: try again
+            if self._fenced and self.services.presence.held:  # a restore that failed or is due: try again
                 await self.restore()
             await self.recover_orphans()
             for meeting_id in await store.with_pending_commands(self.services.db, list(self.handles)):
@@ -256,17 +267,21 @@ class MeetingRunners(Generic[T]):
             if epoch != self.epoch:  # claimed across a fence: restore runs them
                 self._fenced.update(claimed)
             elif claimed:
-                await self._recover(sorted(claimed))
+                await self._recover(claimed, epoch)
 
-    async def _recover(self, meeting_ids: list[UUID]) -> None:
-        recovered = await store.load_active(self.services.db, self.services.codec.decode, meeting_ids)
+    async def _recover(self, claimed: dict[UUID, int], epoch: int) -> None:
+        """Run the meetings just claimed (id -> claim generation) in fencing ``epoch``, from their committed state."""
+        recovered = await store.load_active(self.services.db, self.services.codec.decode, sorted(claimed))
         for row in recovered:
             if row.id in self.handles:
                 continue
             if row.speaker_selection != "round_robin":
                 log.warning("meeting.selector_lost", meeting=str(row.id), fallback="round_robin")
-            handle: MeetingHandle[T] = MeetingHandle(row.id, row.organization_id, row.host, None, snapshot_of(row))
-            await self.spawn(handle)
+            snapshot = snapshot_of(row)
+            handle: MeetingHandle[T] = MeetingHandle(
+                row.id, row.organization_id, row.host, None, snapshot, claimed[row.id]
+            )
+            await self.spawn(handle, epoch)
             log.info("meeting.recovered", meeting=str(row.id), floor_holder=row.floor_holder, turn=row.turn_number)
         if recovered:
             log.info("meetings.recovered", count=len(recovered))

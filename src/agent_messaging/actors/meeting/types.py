@@ -15,7 +15,17 @@ from ...models import MeetingEvent, MeetingState, MeetingStatus, ParticipantStat
 from ...persistence.store import meetings as store
 from ...runtime._slot import Slot
 
-__all__ = ["Command", "MeetingSnapshot", "Op", "Seat", "Selector", "TurnSlot", "clock_deadline", "snapshot_of"]
+__all__ = [
+    "Command",
+    "MeetingSnapshot",
+    "Op",
+    "Seat",
+    "Selector",
+    "TurnSlot",
+    "clock_deadline",
+    "snapshot_of",
+    "turn_attributes",
+]
 
 T = TypeVar("T")
 #: A speaker-selection function: ``(status, last_event) -> agent id | None`` (anything else means round robin).
@@ -45,6 +55,19 @@ class Command(Generic[T]):
     message_json: str | None = None
     next_speaker: str | None = None
     slot: TurnSlot = field(default_factory=Slot)
+    trace: Any = None
+    """The caller's trace context (tracing on): the actor applies the command in a child span."""
+
+    def span_attributes(self, meeting_id: UUID) -> dict[str, Any]:
+        """The attributes of this command's spans (the caller's, and the actor's that applies it)."""
+        attributes: dict[str, Any] = {
+            "agent_messaging.meeting.id": str(meeting_id),
+            "agent_messaging.meeting.operation": self.op.value,
+            "agent_messaging.agent": self.agent,
+        }
+        if self.next_speaker is not None:
+            attributes["agent_messaging.meeting.next_speaker"] = self.next_speaker
+        return attributes
 
 
 @dataclass(eq=False)
@@ -114,3 +137,14 @@ def snapshot_of(row: store.MeetingRow) -> MeetingSnapshot[Any]:
         seq=row.last_seq,
         history=row.events,
     )
+
+
+def turn_attributes(turn: Turn[Any]) -> dict[str, Any]:
+    """The attributes a turn adds to the span of the command that waited for it (and of its handling)."""
+    return {
+        "agent_messaging.meeting.id": str(turn.meeting_id),
+        "agent_messaging.agent": turn.agent,
+        "agent_messaging.meeting.turn_number": turn.turn_number,
+        "agent_messaging.meeting.ended": turn.ended,
+        "agent_messaging.meeting.left": turn.left,
+    }

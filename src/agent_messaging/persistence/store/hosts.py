@@ -16,6 +16,7 @@ from ..database import Database, Row
 from ..writer import Statement, insert_statement
 
 __all__ = [
+    "FIRST_GENERATION",
     "MEETING_HOST",
     "RELEASE_AGENTS",
     "RUNNER_GUARD",
@@ -26,6 +27,7 @@ __all__ = [
     "meeting_runner",
     "orphan_meetings",
     "runner_lost",
+    "still_runs",
     "turn_takers",
 ]
 
@@ -41,13 +43,13 @@ def _held(key: str) -> str:
 
 
 # Fenced ownership. A host row may be claimed by the runtime that wrote it, or once its runtime has been
-# seen dead for the lease (``absent_since``, set by :data:`_MARK`, older than $lease seconds): a runtime that
-# lost its connection but still lives stops handling within half the lease (``Presence.watch``), so two
-# runtimes never handle one agent (or run one meeting) at once. A claimer must hold its own lock: a runtime
-# between losing its connection and noticing it claims nothing.
+# seen dead for the lease (``absent_since``, set by :data:`_MARK`, older than the longer of the owner's lease
+# and the claimer's): a runtime that lost its connection but still lives stops handling within half its lease
+# (``Presence.watch``), so two runtimes never handle one agent (or run one meeting) at once. A claimer must
+# hold its own lock: a runtime between losing its connection and noticing it claims nothing.
 _TAKEABLE = (
-    "(h.runtime_key = excluded.runtime_key OR (NOT {alive} "
-    "AND h.absent_since IS NOT NULL AND h.absent_since < now() - make_interval(secs => {lease})))"
+    "(h.runtime_key = excluded.runtime_key OR (NOT {alive} AND h.absent_since IS NOT NULL "
+    "AND h.absent_since < now() - make_interval(secs => greatest(h.lease, excluded.lease))))"
 )
 
 #: Start (or end) the lease of host rows whose runtime is (no longer) seen dead; $1 ids, $2 the claimer's key.
@@ -55,27 +57,24 @@ _TAKEABLE = (
 _MARK = """UPDATE {table} h SET absent_since = CASE WHEN {alive} THEN NULL ELSE now() END
 WHERE h.{column} = ANY($1::uuid[]) AND h.runtime_key <> $2 AND (h.absent_since IS NULL) <> {alive}"""
 
-_CLAIM = """
-INSERT INTO {table} AS h ({column}, runtime_key, runtime_id, hostname, pid)
-SELECT u.id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS u(id) WHERE {held}
-ON CONFLICT ({column}) DO UPDATE
-    SET runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
-        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now(), absent_since = NULL
-    WHERE {takeable}
-RETURNING {column} AS id"""
-_CLAIM_MEETINGS = _CLAIM.format(
-    table="meeting_hosts",
-    column="meeting_id",
-    held=_held("$2::bigint"),
-    takeable=_TAKEABLE.format(alive=ALIVE, lease="$6"),
-)
+_CLAIM_MEETINGS = f"""
+INSERT INTO meeting_hosts AS h (meeting_id, runtime_key, runtime_id, hostname, pid, lease)
+SELECT u.id, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) AS u(id) WHERE {_held("$2::bigint")}
+ON CONFLICT (meeting_id) DO UPDATE
+    SET runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id, hostname = excluded.hostname,
+        pid = excluded.pid, lease = excluded.lease, claimed_at = now(), absent_since = NULL,
+        generation = h.generation + 1
+    WHERE {_TAKEABLE.format(alive=ALIVE)}
+RETURNING meeting_id AS id, generation"""
 _CLAIM_AGENTS = f"""
-INSERT INTO agent_hosts AS h (agent_id, takes_turns, runtime_key, runtime_id, hostname, pid)
-SELECT u.id, u.turns, $3, $4, $5, $6 FROM unnest($1::uuid[], $2::bool[]) AS u(id, turns) WHERE {_held("$3::bigint")}
+INSERT INTO agent_hosts AS h (agent_id, takes_turns, runtime_key, runtime_id, hostname, pid, lease)
+SELECT u.id, u.turns, $3, $4, $5, $6, $7 FROM unnest($1::uuid[], $2::bool[]) AS u(id, turns)
+WHERE {_held("$3::bigint")}
 ON CONFLICT (agent_id) DO UPDATE
     SET takes_turns = excluded.takes_turns, runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id,
-        hostname = excluded.hostname, pid = excluded.pid, claimed_at = now(), absent_since = NULL
-    WHERE {_TAKEABLE.format(alive=ALIVE, lease="$7")}
+        hostname = excluded.hostname, pid = excluded.pid, lease = excluded.lease, claimed_at = now(),
+        absent_since = NULL
+    WHERE {_TAKEABLE.format(alive=ALIVE)}
 RETURNING agent_id AS id"""
 _MARK_AGENTS = _MARK.format(table="agent_hosts", column="agent_id", alive=ALIVE)
 _MARK_MEETINGS = _MARK.format(table="meeting_hosts", column="meeting_id", alive=ALIVE)
@@ -93,20 +92,23 @@ MEETING_HOST = insert_statement(
     "meeting.host",
     41,
     "meeting_hosts",
-    "meeting_id, runtime_key, runtime_id, hostname, pid",
-    "uuid, bigint, text, text, int",
+    "meeting_id, runtime_key, runtime_id, hostname, pid, lease",
+    "uuid, bigint, text, text, int, real",
 )
+#: The claim generation of a meeting's row written by :data:`MEETING_HOST` (a new meeting's first claim).
+FIRST_GENERATION = 1
 
 
-#: Fences a meeting transition: raises (``agent_messaging_check_runner``, migration 0004) unless the key runs
-#: the meeting, so a transition held up in the writer through a database restart cannot land after another
-#: runtime took the meeting over: (meeting_id, runtime_key). A conditional statement only so that the batch
-#: reads it (an unread ``SELECT`` in a ``WITH`` is never run); the key it returns means nothing.
+#: Fences a meeting transition: raises (``agent_messaging_check_runner``, migration 0004) unless this claim
+#: (runtime key and claim generation) still runs the meeting, so a transition held up in the writer through a
+#: database restart cannot land after the meeting was claimed again (by another runtime or by this one):
+#: (meeting_id, runtime_key, generation). A conditional statement only so that the batch reads it (an unread
+#: ``SELECT`` in a ``WITH`` is never run); the key it returns means nothing.
 RUNNER_GUARD = Statement(
     "meeting.runner_guard",
     39,
-    "SELECT u.id AS key FROM unnest($1::uuid[], $2::bigint[]) AS u(id, k) "
-    "WHERE agent_messaging_check_runner(u.id, u.k)",
+    "SELECT u.id AS key FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, k, g) "
+    "WHERE agent_messaging_check_runner(u.id, u.k, u.g)",
     returning=True,
 )
 
@@ -141,14 +143,29 @@ async def turn_takers(db: Database, agent_ids: Sequence[uuid.UUID]) -> set[uuid.
     return {as_uuid(row["agent_id"]) for row in rows}
 
 
-async def claim_meetings(db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any], lease: float) -> set[uuid.UUID]:
-    """Claim meetings (unowned, or their runtime died a lease ago) for ``owner``; returns the ones it now runs."""
+async def claim_meetings(
+    db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any], lease: float
+) -> dict[uuid.UUID, int]:
+    """Claim meetings (unowned, or their runtime gone for a lease) for ``owner``; returns the ones it now runs,
+    each with the generation of this claim (its transitions carry it: :data:`RUNNER_GUARD`)."""
     if not ids:
-        return set()
+        return {}
     ordered = sorted(ids)
     await db.execute(_MARK_MEETINGS, [ordered, owner[0]])
     rows = await db.fetch(_CLAIM_MEETINGS, [ordered, *owner, lease])
-    return {as_uuid(row["id"]) for row in rows}
+    return {as_uuid(row["id"]): int(row["generation"]) for row in rows}
+
+
+async def still_runs(db: Database, ids: Sequence[uuid.UUID], key: int) -> set[uuid.UUID]:
+    """Those of the active meetings ``ids`` whose host row names runtime ``key``."""
+    if not ids:
+        return set()
+    rows = await db.fetch(
+        "SELECT h.meeting_id FROM meeting_hosts h JOIN meetings m ON m.id = h.meeting_id "
+        "WHERE h.meeting_id = ANY($1::uuid[]) AND h.runtime_key = $2 AND m.status <> 'ended'",
+        [list(ids), key],
+    )
+    return {as_uuid(row["meeting_id"]) for row in rows}
 
 
 async def orphan_meetings(db: Database, agents: Sequence[str]) -> list[uuid.UUID]:

@@ -61,3 +61,8 @@ async def add_wait(
 async def remove_wait(db: Database, request_id: uuid.UUID) -> None:
     """The call ended: forget its edge."""
     await db.execute("DELETE FROM call_waits WHERE request_id = $1", [request_id])
+
+
+async def forget_runtime(db: Database, runtime_key: int) -> None:
+    """Forget every edge recorded by the runtime ``runtime_key`` (it fenced itself: none of its calls waits)."""
+    await db.execute("DELETE FROM call_waits WHERE runtime_key = $1", [runtime_key])
