@@ -58,6 +58,10 @@ class Statement:
     statement may read the rows another statement of the batch returned: its
     ``sql`` names that statement's result ``{requires}`` (a ``requires``
     statement ranks lower and is always written in the same unit).
+
+    A *check* (``check=True``) is a ``SELECT`` that raises to fail its batch: the
+    batch counts its rows (an unread ``SELECT`` in a ``WITH`` is never run), and
+    nothing is read back.
     """
 
     name: str
@@ -65,6 +69,7 @@ class Statement:
     sql: str
     returning: bool = False
     requires: Statement | None = None
+    check: bool = False
 
     def __repr__(self) -> str:
         return f"Statement({self.name!r})"
@@ -405,6 +410,8 @@ def _batch_sql(kinds: tuple[Statement, ...], with_notify: bool) -> str:
         parts.append(f"{alias} AS ({_shift(sql, offset)})")
         if kind.returning:
             results.append(f"(SELECT coalesce(array_agg(key::text), '{{}}') FROM {alias}) AS {alias}")
+        elif kind.check:
+            results.append(f"(SELECT count(*) FROM {alias}) AS {alias}")
         offset += count
     notify = f"pg_notify(${offset + 1}, ${offset + 2})"
     if with_notify and results:  # pg_notify returns void, which the driver cannot read back: count it instead

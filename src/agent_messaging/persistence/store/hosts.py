@@ -102,14 +102,13 @@ FIRST_GENERATION = 1
 #: Fences a meeting transition: raises (``agent_messaging_check_runner``, migration 0004) unless this claim
 #: (runtime key and claim generation) still runs the meeting, so a transition held up in the writer through a
 #: database restart cannot land after the meeting was claimed again (by another runtime or by this one):
-#: (meeting_id, runtime_key, generation). A conditional statement only so that the batch reads it (an unread
-#: ``SELECT`` in a ``WITH`` is never run); the key it returns means nothing.
+#: (meeting_id, runtime_key, generation). A check: the batch runs it and reads nothing back.
 RUNNER_GUARD = Statement(
     "meeting.runner_guard",
     39,
-    "SELECT u.id AS key FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, k, g) "
+    "SELECT u.id FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, k, g) "
     "WHERE agent_messaging_check_runner(u.id, u.k, u.g)",
-    returning=True,
+    check=True,
 )
 
 
