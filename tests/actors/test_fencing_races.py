@@ -50,8 +50,9 @@ async def _fenced(dsn: str, parts: Internals[Any]) -> AsyncIterator[None]:
     door = f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS'
     hold: tuple[tuple[str, list[Any]], ...] = ((f"{door} false", []), (_TERMINATE, [parts.services.presence.key]))
     admin = urlsplit(dsn)._replace(path="/postgres").geturl()  # no database can shut its own door
+    outages = parts.services.presence.outages
     async with holding(admin, *hold, release=((f"{door} true", []),)):
-        await eventually(lambda: parts.services.presence.outages == 1)
+        await eventually(lambda: parts.services.presence.outages == outages + 1)
         yield
 
 
@@ -220,3 +221,25 @@ async def test_runtimes_with_different_leases_never_run_one_agent_twice(dsn: str
             assert "bob" in taker.host.standby
         spans = sorted((start, end) for _, start, end in runs)
         assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
+
+
+async def test_a_failed_agent_comes_back_from_a_fence_failed_unless_restarted_meanwhile(dsn: str) -> None:
+    _Bob.fail, _Bob.slow, _Bob.seen = True, False, []
+    am = AgentMessaging[Any](_config(dsn, agent_max_restarts=0))
+    am.host("bob", _Bob)
+    async with am, AgentMessaging[Any](_config(dsn)) as other:
+        await _setup(am, "alice", "bob")
+        parts = internals(am)
+        await eventually(lambda: "bob" in parts.host.hosted)
+        await am.one_way.send("alice", "bob", "one")
+        await eventually(lambda: parts.host.hosted["bob"].failed)
+        async with _fenced(dsn, parts):
+            pass
+        await eventually(lambda: parts.services.presence.held and "bob" in parts.host.hosted, 15)
+        assert parts.host.hosted["bob"].failed  # as the database says
+        async with _fenced(dsn, parts):
+            await other.restart_agent("bob")  # from another runtime, while this one is cut off
+        await eventually(lambda: parts.services.presence.held and "bob" in parts.host.hosted, 15)
+        assert not parts.host.hosted["bob"].failed
+        await am.one_way.send("alice", "bob", "two")
+        await eventually(lambda: "two" in _Bob.seen, 15)

@@ -66,7 +66,7 @@ class AgentHost(Generic[T]):
         self.epoch = 0
         """How many times this runtime fenced itself (a claim made across a fence is void)."""
         self._taking = anyio.Lock()
-        self._failed: set[str] = set()  # failed agents put on standby by a fence: they come back failed
+        self._failed: set[str] = set()  # failed agents put on standby by a fence: back failed if still stored so
         self._pending: list[HostSpec] = []
         self._sweeping = False
         cfg = services.config
@@ -202,11 +202,12 @@ class AgentHost(Generic[T]):
         hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
-        if spec.agent in self._failed:  # failed before the fence: back as it was (restart_agent restarts it)
+        if spec.agent in self._failed:  # failed before the fence: back as it was, unless restarted meanwhile
             self._failed.discard(spec.agent)
-            hosted.failed = True
-            hosted.catching_up = False
-            return None
+            if agent.id in await self.services.directory.agents.failed([agent.id]):
+                hosted.failed = True
+                hosted.catching_up = False
+                return None
         try:
             hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
         except ActorStopped:

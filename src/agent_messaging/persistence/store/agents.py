@@ -231,6 +231,15 @@ class Agents:
         rows = await self.db.fetch("SELECT id, restarts FROM agents WHERE id = ANY($1::uuid[])", [agent_ids])
         return {as_uuid(row["id"]): int(row["restarts"]) for row in rows}
 
+    async def failed(self, agent_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of the agents whose stored status is ``failed``."""
+        if not agent_ids:
+            return set()
+        rows = await self.db.fetch(
+            "SELECT id FROM agents WHERE id = ANY($1::uuid[]) AND status = 'failed'", [agent_ids]
+        )
+        return {as_uuid(row["id"]) for row in rows}
+
     async def overview(self, organization: str | None) -> list[Row]:
         """Live agents (of one organization if given) with unread and dead-letter counts, restarts and last error.
 
