@@ -83,15 +83,20 @@ class AgentHost(Generic[T]):
         services.news.subscribe(self.on_news)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the agent supervisor, host every registered spec, and serve until cancelled."""
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+        """Run the agent supervisor, host every registered spec, and serve until cancelled.
+
+        The task group stays open until then, also after :meth:`drain` stopped the supervisor: news that
+        arrives meanwhile must find it open. It is forgotten before it closes, so nothing starts in it then.
+        """
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
                 await tg.start(self.supervisor.run)
                 await self.host_many(self.registry.specs())
                 task_status.started()
-        finally:
-            self._tg = None
+                await anyio.sleep_forever()
+            finally:
+                self._tg = None
 
     async def drain(self) -> None:
         """Stop intake and let running handlers finish (bounded by the caller's cancel scope)."""
@@ -236,8 +241,9 @@ class AgentHost(Generic[T]):
         )
 
     def _start_catch_up(self, hosted: HostedAgent[T]) -> None:
+        if self._tg is None:  # shutting down
+            return
         hosted.catching_up = True
-        assert self._tg is not None
         self._tg.start_soon(self._catch_up, hosted)
 
     async def registered(self, agent: AgentInfo) -> None:

@@ -57,10 +57,12 @@ class EventDispatcher:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                task_status.started()
-                await anyio.sleep_forever()
+                try:
+                    task_status.started()
+                    await anyio.sleep_forever()
+                finally:
+                    self._tg = None  # before the group closes: nothing starts in it while it does
         finally:
-            self._tg = None
             for send in self._queues.values():
                 send.close()
             self._queues.clear()

@@ -58,14 +58,14 @@ class HostedParticipants(Generic[T]):
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the participant tasks until cancelled; first attend the meetings that await this runtime's agents."""
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
                 await self._find_meetings()
                 task_status.started()
                 await anyio.sleep_forever()
-        finally:
-            self._tg = None
+            finally:
+                self._tg = None  # before the group closes: nothing starts in it while it does
 
     def attend(self, meeting_id: UUID, agents: list[str]) -> None:
         """Start a participant task for each of ``agents`` whose turns this runtime takes (once per meeting)."""
