@@ -8,6 +8,8 @@ import anyio
 
 from agent_messaging import AgentMessaging, Config, MeetingEventType, MessageContext, Turn
 from agent_messaging._app import internals
+from agent_messaging.persistence.store.agents import AGENT_RESTARTS
+from agent_messaging.persistence.writer import Write
 from tests._helpers import eventually
 
 E = MeetingEventType
@@ -87,3 +89,17 @@ async def test_restart_counts_and_the_last_error_are_stored(dsn: str) -> None:
             return row is not None and row["restarts"] == 2 and row["last_error"] == "RuntimeError: attempt 2 failed"
 
         await eventually(stored, 20)
+
+
+async def test_a_batch_holding_two_restart_counts_of_one_agent_keeps_the_highest(dsn: str) -> None:
+    async with AgentMessaging[str](Config(dsn=dsn, pool_size=4)) as am:
+        await am.register_organization("acme", "Acme")
+        writer = internals(am).services.writer
+        for name, order in (("first", (2, 1)), ("second", (1, 2))):  # one batch, two rows of one agent
+            agent = await am.register_agent(name, "acme", name)
+            await writer.write([Write(AGENT_RESTARTS, (agent.id, n, f"error {n}")) for n in order])
+            row = await internals(am).database.fetch_row(
+                "SELECT restarts, last_error FROM agents WHERE external_id = $1", [name]
+            )
+            assert row is not None
+            assert (row["restarts"], row["last_error"]) == (2, "error 2")

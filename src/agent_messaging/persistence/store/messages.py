@@ -73,20 +73,25 @@ READ = Statement(
     30,
     "UPDATE messages m SET read_at = coalesce(m.read_at, now()) FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
 )
+#: (id, attempts) rows of a batch, one per message (the highest count): an UPDATE joined to two rows for one
+#: target row takes either, so a batch holding two marks of one message could keep the lower count.
+_BY_MESSAGE = (
+    "(SELECT id, max(attempts) AS attempts FROM unnest($1::uuid[], $2::int[]) AS v(id, attempts) GROUP BY id) u"
+)
+
 #: A handler returned for it: (id, attempts).
 HANDLED = Statement(
     "message.handled",
     31,
     "UPDATE messages m SET handled_at = coalesce(m.handled_at, now()), read_at = coalesce(m.read_at, now()), "
     "attempts = greatest(m.attempts, u.attempts) "
-    "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+    f"FROM {_BY_MESSAGE} WHERE m.id = u.id",
 )
 #: A handler raised for it: (id, attempts).
 ATTEMPT = Statement(
     "message.attempt",
     32,
-    "UPDATE messages m SET attempts = greatest(m.attempts, u.attempts) "
-    "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+    f"UPDATE messages m SET attempts = greatest(m.attempts, u.attempts) FROM {_BY_MESSAGE} WHERE m.id = u.id",
 )
 #: Dead-lettered after its last attempt: (id, attempts).
 DEAD = Statement(
