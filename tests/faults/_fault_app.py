@@ -47,29 +47,26 @@ def record(event: str, agent: str, key: str) -> None:
     os.write(_fd, (line + "\n").encode())
 
 
-async def handle(message: Any, ctx: MessageContext[Any]) -> Any:
-    """Work a little; answer calls with who handled them."""
-    key = str(ctx.message_id)
-    record("start", ctx.agent, key)
+async def _work(agent: str, key: str) -> None:
+    """Work a little, recording when it started and how it ended."""
+    record("start", agent, key)
     try:
         await anyio.sleep(WORK)
     except BaseException:
-        record("cancelled", ctx.agent, key)
+        record("cancelled", agent, key)
         raise
-    record("end", ctx.agent, key)
+    record("end", agent, key)
+
+
+async def handle(message: Any, ctx: MessageContext[Any]) -> Any:
+    """Work a little; answer calls with who handled them."""
+    await _work(ctx.agent, str(ctx.message_id))
     return {"by": os.getpid(), "n": message.get("n") if isinstance(message, dict) else None}
 
 
 async def take_turn(turn: Turn[Any]) -> Any:
     """Speak: who, which turn, from which process."""
-    key = f"{turn.meeting_id}:{turn.turn_number}"
-    record("start", turn.agent, key)
-    try:
-        await anyio.sleep(WORK)
-    except BaseException:
-        record("cancelled", turn.agent, key)
-        raise
-    record("end", turn.agent, key)
+    await _work(turn.agent, f"{turn.meeting_id}:{turn.turn_number}")
     return {"said": turn.agent, "turn": turn.turn_number, "pid": os.getpid()}
 
 

@@ -29,7 +29,7 @@ committed state and takes over the waiting callers.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -619,6 +619,26 @@ class MeetingActor(Actor[Command[T] | Poll]):
         self, seat: Seat[T], events: list[MeetingEvent[Any]], turn_number: int, deadline: datetime | None
     ) -> Turn[T]:
         """The turn ``seat`` will get once ``events`` are applied (computed before they are committed)."""
+        return self._make_turn(seat, turn_number, deadline, events)
+
+    def _turn(self, seat: Seat[T], *, ended: bool = False, left: bool = False, ending: Any = None) -> Turn[T]:
+        deadline = None if ended or left else self.deadline
+        turn = self._make_turn(seat, self.turn_number, deadline, (), ended=ended, left=left, ending=ending)
+        seat.seen_seq = self.seq
+        return turn
+
+    def _make_turn(
+        self,
+        seat: Seat[T],
+        turn_number: int,
+        deadline: datetime | None,
+        events: Sequence[MeetingEvent[Any]],
+        *,
+        ended: bool = False,
+        left: bool = False,
+        ending: Any = None,
+    ) -> Turn[T]:
+        """A turn for ``seat`` with the messages it has not seen (those of the log, then ``events``)."""
         start = bisect.bisect_right(self._log, seat.seen_seq, key=lambda e: e.seq)
         messages = [e for e in [*self._log[start:], *events] if e.type is not E.TURN_CHANGED]
         turn: Turn[T] = Turn[Any].model_construct(
@@ -626,22 +646,6 @@ class MeetingActor(Actor[Command[T] | Poll]):
             agent=seat.agent,
             turn_number=turn_number,
             deadline=deadline,
-            messages=messages,
-            ended=False,
-            left=False,
-            ending_message=None,
-        )
-        return turn
-
-    def _turn(self, seat: Seat[T], *, ended: bool = False, left: bool = False, ending: Any = None) -> Turn[T]:
-        start = bisect.bisect_right(self._log, seat.seen_seq, key=lambda e: e.seq)
-        messages = [e for e in self._log[start:] if e.type is not E.TURN_CHANGED]
-        seat.seen_seq = self.seq
-        turn: Turn[T] = Turn[Any].model_construct(
-            meeting_id=self.id,
-            agent=seat.agent,
-            turn_number=self.turn_number,
-            deadline=None if ended or left else self.deadline,
             messages=messages,
             ended=ended,
             left=left,
