@@ -202,17 +202,18 @@ class AgentHost(Generic[T]):
         if not await self.supervisor.wait_child_gone(spec.agent):
             log.warning("agent.already_running", agent=spec.agent)
             return None
+        # failed before the fence: back as it was, unless restarted meanwhile (known before it is seen hosted)
+        failed = spec.agent in self._failed and agent.id in await self.services.directory.agents.failed([agent.id])
         if spec.agent in self.hosted or epoch != self.epoch:  # started meanwhile, or fenced
             return await self._start_actor(spec, agent, restarts, epoch, catch_up=catch_up)
+        self._failed.discard(spec.agent)
         hosted: HostedAgent[T] = HostedAgent(spec, agent, restarts)
         self.hosted[spec.agent] = hosted
         self.by_id[agent.id] = hosted
-        if spec.agent in self._failed:  # failed before the fence: back as it was, unless restarted meanwhile
-            self._failed.discard(spec.agent)
-            if agent.id in await self.services.directory.agents.failed([agent.id]):
-                hosted.failed = True
-                hosted.catching_up = False
-                return None
+        if failed:
+            hosted.failed = True
+            hosted.catching_up = False
+            return None
         try:
             hosted.ref = await self.supervisor.start_child(self._child_spec(hosted))
         except ActorStopped:

@@ -208,16 +208,12 @@ class Presence:
 
     async def claim_meetings(self, meeting_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Claim these meetings for this runtime (unowned, or their runtime gone for a lease); returns the ones it
-        now runs, each with its claim generation (see ``store.hosts.RUNNER_GUARD``)."""
+        now runs, each with its claim generation (see ``store.meetings.STATE``)."""
         if not self.held:
             return {}
         return await hosts.claim_meetings(self.db, meeting_ids, self.owner, self.lease)
 
     def host_write(self, meeting_id: uuid.UUID) -> Write:
-        """The writer row that records this runtime as a new meeting's runner (claim generation
-        ``hosts.FIRST_GENERATION``)."""
+        """The writer row that records this runtime as a new meeting's runner (its first claim: runner
+        generation ``store.meetings.FIRST_GENERATION``)."""
         return Write(hosts.MEETING_HOST, (meeting_id, *self.owner, self.lease))
-
-    def guard_write(self, meeting_id: uuid.UUID, generation: int) -> Write:
-        """The writer row that fails a meeting transition's commit unless this claim still runs the meeting."""
-        return Write(hosts.RUNNER_GUARD, (meeting_id, self.key, generation))

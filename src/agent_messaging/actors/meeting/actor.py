@@ -53,7 +53,7 @@ from ...errors import (
 )
 from ...models import MeetingEvent, MeetingEventType, MeetingState, MeetingStatus, ParticipantStatus, Turn
 from ...persistence._rows import as_uuid, to_json
-from ...persistence.store import hosts, meetings as store
+from ...persistence.store import meetings as store
 from ...persistence.writer import Write
 from ...runtime.actor import Actor, ActorRef
 from ..services import Services
@@ -83,7 +83,7 @@ class MeetingHandle(Generic[T]):
         host: str,
         selector: Selector | None,
         first: MeetingSnapshot[T],
-        generation: int = hosts.FIRST_GENERATION,
+        generation: int = store.FIRST_GENERATION,
     ) -> None:
         self.id = meeting_id
         self.generation = generation
@@ -574,18 +574,21 @@ class MeetingActor(Actor[Command[T] | Poll]):
         applying, self._applying = self._applying, None
         if applying is not None:  # the command of another runtime commits with the transition it causes
             writes.append(Write(store.COMMAND_APPLIED, (applying,)))
+        last = events[-1].seq if events else self.seq
         if state:
             status = MeetingState.ENDED if ended else MeetingState.ACTIVE
-            last = events[-1].seq if events else self.seq
             turn = self.turn_number + (0 if ended else 1)
             holder = floor.agent_id if floor is not None else None
-            writes.append(Write(store.STATE, (self.id, status.value, holder, turn, deadline, last)))
-        # fenced: the commit fails unless this runtime still runs the meeting
-        writes.append(self.services.presence.guard_write(self.id, self.handle.generation))
+        else:  # the turn stays as it is; the row is written all the same: it is the fence
+            status, turn, deadline = self.state, self.turn_number, self.deadline
+            holder = self.seats[self.floor_holder].agent_id if self.floor_holder else None
+        # fenced: the commit fails unless the claim this actor was started with still runs the meeting
+        row = (self.id, status.value, holder, turn, deadline, last, self.handle.generation)
+        writes += [Write(store.STATE, row), Write(store.RUNNER_GUARD, (self.id,))]
         try:
             await self.services.writer.write([*writes, *(extra or ())], notify=notify or ())
         except Exception as exc:
-            if hosts.runner_lost(exc):
+            if store.runner_lost(exc):
                 raise self._runner_moved() from None
             raise
 

@@ -146,8 +146,9 @@ class Meetings(Generic[T]):
 
         meeting_id = new_id()
         # participants whose turns a live runtime takes (this one or another) attend by themselves
-        takers = await hosts.turn_takers(self.services.db, [agent.id for agent in agents])
-        takers |= {agent.id for agent in agents if self.registry.has_turn_handler(agent.external_id)}
+        takers = {agent.id for agent in agents if self.registry.has_turn_handler(agent.external_id)}
+        others = [agent.id for agent in agents if agent.id not in takers]
+        takers |= await hosts.turn_takers(self.services.db, others)  # no query when all are taken here
         seats = [Seat[T](host_name, host_agent.id, 0, ParticipantStatus.PRESENT)]
         for position, agent in enumerate(agents, 1):
             status = ParticipantStatus.PRESENT if agent.id in takers else ParticipantStatus.INVITED

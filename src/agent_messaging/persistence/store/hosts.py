@@ -13,20 +13,17 @@ from typing import Any
 
 from .._rows import as_uuid
 from ..database import Database, Row
-from ..writer import Statement, insert_statement
+from ..writer import insert_statement
 
 __all__ = [
-    "FIRST_GENERATION",
     "MEETING_HOST",
     "RELEASE_AGENTS",
-    "RUNNER_GUARD",
     "claim_agents",
     "claim_meetings",
     "hosted_live",
     "hosts",
     "meeting_runner",
     "orphan_meetings",
-    "runner_lost",
     "still_runs",
     "turn_takers",
 ]
@@ -62,10 +59,14 @@ INSERT INTO meeting_hosts AS h (meeting_id, runtime_key, runtime_id, hostname, p
 SELECT u.id, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) AS u(id) WHERE {_held("$2::bigint")}
 ON CONFLICT (meeting_id) DO UPDATE
     SET runtime_key = excluded.runtime_key, runtime_id = excluded.runtime_id, hostname = excluded.hostname,
-        pid = excluded.pid, lease = excluded.lease, claimed_at = now(), absent_since = NULL,
-        generation = h.generation + 1
+        pid = excluded.pid, lease = excluded.lease, claimed_at = now(), absent_since = NULL
     WHERE {_TAKEABLE.format(alive=ALIVE)}
-RETURNING meeting_id AS id, generation"""
+RETURNING meeting_id"""
+#: A claim of meetings bumps each one's runner generation, which fences the transitions of earlier claims
+#: (``store.meetings.STATE``; the row lock orders the claim and a transition in flight).
+_CLAIM_MEETINGS = f"""WITH c AS ({_CLAIM_MEETINGS})
+UPDATE meetings m SET runner_generation = m.runner_generation + 1 FROM c WHERE m.id = c.meeting_id
+RETURNING m.id, m.runner_generation AS generation"""
 _CLAIM_AGENTS = f"""
 INSERT INTO agent_hosts AS h (agent_id, takes_turns, runtime_key, runtime_id, hostname, pid, lease)
 SELECT u.id, u.turns, $3, $4, $5, $6, $7 FROM unnest($1::uuid[], $2::bool[]) AS u(id, turns)
@@ -95,26 +96,6 @@ MEETING_HOST = insert_statement(
     "meeting_id, runtime_key, runtime_id, hostname, pid, lease",
     "uuid, bigint, text, text, int, real",
 )
-#: The claim generation of a meeting's row written by :data:`MEETING_HOST` (a new meeting's first claim).
-FIRST_GENERATION = 1
-
-
-#: Fences a meeting transition: raises (``agent_messaging_check_runner``, migration 0004) unless this claim
-#: (runtime key and claim generation) still runs the meeting, so a transition held up in the writer through a
-#: database restart cannot land after the meeting was claimed again (by another runtime or by this one):
-#: (meeting_id, runtime_key, generation). A check: the batch runs it and reads nothing back.
-RUNNER_GUARD = Statement(
-    "meeting.runner_guard",
-    39,
-    "SELECT u.id FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, k, g) "
-    "WHERE agent_messaging_check_runner(u.id, u.k, u.g)",
-    check=True,
-)
-
-
-def runner_lost(exc: BaseException) -> bool:
-    """Whether a write failed on :data:`RUNNER_GUARD`: another runtime runs the meeting now."""
-    return "is no longer run by this runtime" in str(exc)
 
 
 async def claim_agents(
@@ -146,7 +127,7 @@ async def claim_meetings(
     db: Database, ids: Sequence[uuid.UUID], owner: Sequence[Any], lease: float
 ) -> dict[uuid.UUID, int]:
     """Claim meetings (unowned, or their runtime gone for a lease) for ``owner``; returns the ones it now runs,
-    each with the generation of this claim (its transitions carry it: :data:`RUNNER_GUARD`)."""
+    each with the generation of this claim (its transitions carry it: ``store.meetings.STATE``)."""
     if not ids:
         return {}
     ordered = sorted(ids)

@@ -26,8 +26,10 @@ __all__ = [
     "COMMAND_DONE",
     "CREATE",
     "EVENT",
+    "FIRST_GENERATION",
     "PARTICIPANT",
     "PARTICIPANT_STATE",
+    "RUNNER_GUARD",
     "STATE",
     "MeetingListing",
     "MeetingRow",
@@ -44,6 +46,7 @@ __all__ = [
     "meetings_of",
     "participants_of",
     "pending_commands",
+    "runner_lost",
     "status_of",
     "with_pending_commands",
 ]
@@ -88,7 +91,9 @@ EVENT = insert_statement(
     "meeting_id, seq, type, agent_id, payload, turn_number, data, created_at",
     "uuid, bigint, text, uuid, text, int, text, timestamptz",
 )
-#: The meeting row: (id, status, floor_holder, turn_number, turn_deadline, last_seq).
+#: The meeting row, fenced: (id, status, floor_holder, turn_number, turn_deadline, last_seq, runner_generation).
+#: Every transition writes it, and it updates nothing unless the row still carries the generation of the
+#: claim that started the actor (a claim bumps it: ``store.hosts.claim_meetings``, migration 0005).
 STATE = Statement(
     "meeting.state",
     44,
@@ -96,9 +101,30 @@ STATE = Statement(
     "turn_deadline = u.turn_deadline, last_seq = greatest(m.last_seq, u.last_seq), "
     "started_at = CASE WHEN u.status = 'active' THEN coalesce(m.started_at, now()) ELSE m.started_at END, "
     "ended_at = CASE WHEN u.status = 'ended' THEN coalesce(m.ended_at, now()) ELSE m.ended_at END "
-    "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[]) "
-    "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq) WHERE m.id = u.id",
+    "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[], $7::bigint[]) "
+    "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq, generation) "
+    "WHERE m.id = u.id AND m.runner_generation = u.generation RETURNING m.id",
 )
+#: Fails a transition's batch whose :data:`STATE` row updated nothing: another claim runs the meeting now, so a
+#: transition held up in the writer through a database restart cannot land after the meeting was claimed
+#: again (by another runtime or by this one): (meeting_id,). A check: the batch runs it and reads nothing back.
+RUNNER_GUARD = Statement(
+    "meeting.runner_guard",
+    49,
+    "SELECT agent_messaging_runner_moved(u.id) FROM unnest($1::uuid[]) AS u(id) "
+    "WHERE u.id NOT IN (SELECT id FROM {requires})",
+    requires=STATE,
+    check=True,
+)
+
+
+def runner_lost(exc: BaseException) -> bool:
+    """Whether a write failed on :data:`RUNNER_GUARD`: another runtime runs the meeting now."""
+    return "is no longer run by this runtime" in str(exc)
+
+
+#: The runner generation of a new meeting's row (the column's default): its creator's claim.
+FIRST_GENERATION = 1
 
 #: A command from another runtime: (id, meeting_id, op, agent_id, payload JSON, next_speaker, origin).
 COMMAND = insert_statement(
