@@ -45,13 +45,20 @@ class Signals:
 
     def __init__(self) -> None:
         self._events: dict[str, anyio.Event] = {}
+        self._any: dict[str, list[anyio.Event]] = {}  # the events of waits on several keys
 
-    def event(self, key: str) -> anyio.Event:
-        """The event the next :meth:`fire` of ``key`` sets (wait on it after checking the database)."""
-        event = self._events.get(key)
-        if event is None:
-            event = self._events[key] = anyio.Event()
-        return event
+    def event(self, key: str, *more: str) -> anyio.Event:
+        """The event the next :meth:`fire` of ``key`` (or of any of ``more``) sets (wait on it after checking
+        the database)."""
+        if more:
+            event = anyio.Event()
+            for k in (key, *more):
+                self._any.setdefault(k, []).append(event)
+            return event
+        found = self._events.get(key)
+        if found is None:
+            found = self._events[key] = anyio.Event()
+        return found
 
     def fire(self, keys: Iterable[str]) -> None:
         """Wake everyone waiting on any of ``keys``."""
@@ -59,12 +66,19 @@ class Signals:
             event = self._events.pop(key, None)
             if event is not None:
                 event.set()
+            if self._any:
+                for other in self._any.pop(key, ()):
+                    other.set()
 
     def fire_all(self) -> None:
         """Wake every waiter (a NOTIFY said '*', or the poll period passed)."""
         events, self._events = self._events, {}
+        waits, self._any = self._any, {}
         for event in events.values():
             event.set()
+        for listed in waits.values():
+            for event in listed:
+                event.set()
 
 
 class News:

@@ -57,7 +57,7 @@ from ...persistence.store import meetings as store
 from ...persistence.writer import Write
 from ...runtime.actor import Actor, ActorRef
 from ..services import Services
-from .remote import Poll, RemoteSlot, command_key, flush
+from .remote import Poll, RemoteSlot, command_key, ended_key, ended_write, flush
 from .types import Command, MeetingSnapshot, Op, Seat, Selector, TurnSlot, clock_deadline, snapshot_of
 
 __all__ = ["MeetingActor", "MeetingHandle"]
@@ -409,7 +409,11 @@ class MeetingActor(Actor[Command[T] | Poll]):
 
     async def _on_end(self, command: Command[T], seat: Seat[T]) -> None:
         events = [self._event(E.MEETING_ENDED, seat, command)]
-        await self._commit(events, [], state=True, ended=True)
+        # the commands of other runtimes still on their way get MeetingEnded in the same commit; their callers,
+        # and those of commands written while it commits, wake on the end's NOTIFY
+        taken, keys = self.handle.remote_seen, [ended_key(self.id)]
+        await self._commit(events, [], state=True, ended=True, extra=[ended_write(self.id, taken)], notify=keys)
+        self.services.signals.fire(keys)  # a caller in this runtime (after a takeover) hears it too
         self.state = MeetingState.ENDED
         self.floor_holder, self.deadline, self.receive_deadline = None, None, float("inf")
         self._applied(events)
@@ -420,7 +424,6 @@ class MeetingActor(Actor[Command[T] | Poll]):
             s.waiter, s.leaving = None, []
         command.slot.resolve(None)
         log.info("meeting.ended", meeting=str(self.id), turns=self.turn_number)
-        await self._take_remote(applied=False)  # commands still on their way get MeetingEnded
         self.stop_self()
 
     # --------------------------------------------------------------- transitions

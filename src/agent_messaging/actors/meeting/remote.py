@@ -6,8 +6,10 @@ plus a NOTIFY naming the meeting (``m:<id>``); the runner's actor takes the
 pending rows, applies each once (``applied_at`` commits with the transition it
 causes) and, when the command's result is ready (the caller's next turn, say),
 writes it to the row with a NOTIFY naming the command (``mc:<id>``). The caller
-waits on that key, re-reading the row at each wake-up (and at every sweep, as
-NOTIFYs can be lost).
+waits on that key and on the meeting's end (``me:<id>``), re-reading the row
+at each wake-up (and at every sweep, as NOTIFYs can be lost). The end answers
+the commands its runner never took in its own commit; a command written while
+the end commits is closed by its caller, who finds the meeting ended.
 
 Nothing is lost when the runner dies: the runtime that takes the meeting over
 loads the commands still without a result, re-applies those never applied, and
@@ -17,10 +19,12 @@ whose meeting has no live runner takes it over itself.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, cast
 
+import anyio
 from pydantic import TypeAdapter
 
 from ..._log import get_logger
@@ -33,7 +37,18 @@ from ..envelope import fast_uuid4
 from ..services import Services
 from .types import Command
 
-__all__ = ["POLL", "Poll", "RemoteCaller", "RemoteSlot", "command_key", "flush", "meeting_key", "turns_key"]
+__all__ = [
+    "POLL",
+    "Poll",
+    "RemoteCaller",
+    "RemoteSlot",
+    "command_key",
+    "ended_key",
+    "ended_write",
+    "flush",
+    "meeting_key",
+    "turns_key",
+]
 
 T = TypeVar("T")
 log = get_logger("agent_messaging.meeting")
@@ -48,6 +63,11 @@ def meeting_key(meeting_id: uuid.UUID) -> str:
 def command_key(command_id: uuid.UUID) -> str:
     """The NOTIFY key that tells a caller its command has a result."""
     return f"mc:{command_id}"
+
+
+def ended_key(meeting_id: uuid.UUID) -> str:
+    """The NOTIFY key that tells the callers waiting on a meeting's commands that it ended."""
+    return f"me:{meeting_id}"
 
 
 def turns_key(meeting_id: uuid.UUID, agent: str) -> str:
@@ -122,6 +142,13 @@ async def flush(services: Services[Any], outbox: list[RemoteSlot]) -> None:
     services.signals.fire(keys)  # a caller in this runtime (after a takeover) hears it too
 
 
+def ended_write(meeting_id: uuid.UUID, taken: set[uuid.UUID]) -> Write:
+    """The write, in a meeting's end, that answers ``MeetingEnded`` to the commands of other runtimes its runner
+    never took (``taken``: those it did); the end's NOTIFY (:func:`ended_key`) wakes their callers."""
+    error = _TURN_ERRORS.dump_json(error_to_json(MeetingEnded(meeting_id))).decode()
+    return Write(store.COMMANDS_ENDED, (meeting_id, error, ",".join(map(str, taken))))
+
+
 class RemoteCaller(Generic[T]):
     """Sends commands to meetings run by other runtimes and waits for their results."""
 
@@ -131,12 +158,20 @@ class RemoteCaller(Generic[T]):
         turn: Any = cast(Any, Turn)[services.codec.message_type]
         self._turn: TypeAdapter[Turn[T] | None] = TypeAdapter(turn | None)
 
+    async def _close(self, command_id: uuid.UUID, meeting_id: uuid.UUID) -> None:
+        slot = RemoteSlot(command_id, [])
+        slot.fail(MeetingEnded(meeting_id))
+        try:
+            await self.services.writer.write([Write(store.COMMAND_DONE, slot.row())])
+        except Exception as exc:  # the caller's answer stands; the row stays open
+            log.warning("meeting.command_not_closed", command=str(command_id), error=repr(exc))
+
     async def submit(self, meeting_id: uuid.UUID, agent: AgentInfo, command: Command[T]) -> Turn[T] | None:
         """Write ``command`` for the meeting's runner and wait (holding no connection) for its result."""
         services = self.services
         command_id = fast_uuid4()
-        key = command_key(command_id)
-        event = services.signals.event(key)
+        key, ended = command_key(command_id), ended_key(meeting_id)
+        event = services.signals.event(key, ended)
         row = (
             command_id,
             meeting_id,
@@ -147,15 +182,25 @@ class RemoteCaller(Generic[T]):
             services.runtime_id,
         )
         await services.writer.write([Write(store.COMMAND, row)], notify=[meeting_key(meeting_id)])
+        grace = math.inf  # set once the meeting ended with this command applied: its last turn is on its way
         while True:
             result = await store.command_result(services.db, command_id, hosts.ALIVE)
             if result is not None and result["done"]:
                 if result["error"] is not None:
                     raise error_from_json(_TURN_ERRORS.validate_json(result["error"]))
                 return self._turn.validate_json(result["result"] or "null")
-            if result is None or result["status"] == MeetingState.ENDED.value:
+            if result is None:
                 raise MeetingEnded(meeting_id)
-            if not result["runner_alive"]:
+            if result["status"] == MeetingState.ENDED.value:
+                if not result["applied"]:  # it ended before its runner took the command: close the row
+                    await self._close(command_id, meeting_id)
+                    raise MeetingEnded(meeting_id)
+                if grace == math.inf:  # its runner writes the result right after the end
+                    grace = anyio.current_time() + services.config.poll_interval
+                elif anyio.current_time() >= grace:  # the runner died before it did
+                    raise MeetingEnded(meeting_id)
+            elif not result["runner_alive"]:
                 await self.take_over(meeting_id)  # its actor takes the pending commands, ours among them
-            await event.wait()
-            event = services.signals.event(key)
+            with anyio.move_on_after(grace - anyio.current_time()):
+                await event.wait()
+            event = services.signals.event(key, ended)

@@ -22,6 +22,7 @@ from ..writer import Statement, insert_statement
 
 __all__ = [
     "COMMAND",
+    "COMMANDS_ENDED",
     "COMMAND_APPLIED",
     "COMMAND_DONE",
     "CREATE",
@@ -148,6 +149,18 @@ COMMAND_DONE = Statement(
     "UPDATE meeting_commands c SET done_at = coalesce(c.done_at, now()), applied_at = coalesce(c.applied_at, now()), "
     "result = u.result::jsonb, error = u.error::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[]) "
     "AS u(id, result, error) WHERE c.id = u.id AND c.done_at IS NULL",
+)
+
+#: The meeting ended: the commands of other runtimes its runner never took get ``error`` (MeetingEnded), in the
+#: end's own commit: (meeting_id, error JSON, the ids its runner took, comma-separated: their callers get their
+#: results from it). The end's NOTIFY (``actors.meeting.remote.ended_key``) wakes their callers.
+COMMANDS_ENDED = Statement(
+    "meeting.commands_ended",
+    48,
+    "UPDATE meeting_commands c SET done_at = now(), applied_at = now(), error = u.error::jsonb "
+    "FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(meeting_id, error, taken) "
+    "WHERE c.meeting_id = u.meeting_id AND c.done_at IS NULL AND c.applied_at IS NULL "
+    "AND c.id <> ALL (string_to_array(u.taken, ',')::uuid[])",
 )
 
 # ---------------------------------------------------------------------------------------- reads
@@ -435,10 +448,11 @@ async def with_pending_commands(db: Database, meeting_ids: list[uuid.UUID]) -> s
 
 
 async def command_result(db: Database, command_id: uuid.UUID, alive: str) -> Row | None:
-    """A command's result (``done``, ``result`` and ``error`` as JSON text), its meeting's state, and whether a
-    live runtime runs the meeting (``alive`` is the liveness expression of ``store.hosts``)."""
+    """A command's result (``done``, ``applied``, ``result`` and ``error`` as JSON text), its meeting's state, and
+    whether a live runtime runs the meeting (``alive`` is the liveness expression of ``store.hosts``)."""
     return await db.fetch_row(
-        "SELECT c.done_at IS NOT NULL AS done, c.result::text AS result, c.error::text AS error, m.status, "
+        "SELECT c.done_at IS NOT NULL AS done, c.applied_at IS NOT NULL AS applied, c.result::text AS result, "
+        "c.error::text AS error, m.status, "
         f"EXISTS (SELECT 1 FROM meeting_hosts h WHERE h.meeting_id = m.id AND {alive}) AS runner_alive "
         "FROM meeting_commands c JOIN meetings m ON m.id = c.meeting_id WHERE c.id = $1",
         [command_id],
