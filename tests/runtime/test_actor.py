@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from agent_messaging.errors import ActorStopped, MailboxFull
+from agent_messaging.runtime._slot import Slot
 from agent_messaging.runtime.actor import Actor, ActorRef, spawn
 
 pytestmark = pytest.mark.anyio
@@ -158,6 +159,58 @@ async def test_pending_and_in_flight_asks_fail_with_actor_stopped_when_the_actor
         await ref.ask("late")
     with pytest.raises(ActorStopped):
         ref.tell_nowait("late")
+
+
+class Deferring(Actor[Any]):
+    """Answers a request at a later message: ``("hold", slot)`` keeps the slot, ``("give", value)`` resolves it."""
+
+    def __init__(self) -> None:
+        self.held: list[Slot[Any]] = []
+
+    async def on_receive(self, message: Any) -> None:
+        if message[0] == "hold":
+            self.held.append(message[1])
+        elif message[0] == "give":
+            self.held.pop(0).resolve(message[1])
+        elif message[0] == "fail":
+            raise ValueError("boom")
+        elif message[0] == "block":
+            await message[2].wait()
+
+
+async def test_a_request_is_answered_when_the_actor_hands_its_slot_over_later() -> None:
+    async with anyio.create_task_group() as tg:
+        ref = await spawn(tg, Deferring, name="d")
+        first: Slot[Any] = Slot()
+        await ref.request(("hold", first), first)
+        await anyio.wait_all_tasks_blocked()
+        assert not first.done  # on_receive returned: the actor, not the kernel, answers it
+        await ref.tell(("give", "answer"))
+        assert await first.wait() == "answer"
+        failing: Slot[Any] = Slot()
+        await ref.request(("fail", failing), failing)
+        with pytest.raises(ValueError, match="boom"):
+            await failing.wait()
+        assert ref.is_alive  # a failed request goes back to its caller; the actor goes on
+        await ref.stop()
+
+
+async def test_requests_the_actor_never_took_fail_with_actor_stopped_naming_it() -> None:
+    release = anyio.Event()
+    in_flight: Slot[Any] = Slot()
+    queued: Slot[Any] = Slot()
+    async with anyio.create_task_group() as actor_group:
+        ref = await spawn(actor_group, Deferring, name="d")
+        await ref.request(("block", in_flight, release), in_flight)
+        await ref.request(("hold", queued), queued)
+        await anyio.wait_all_tasks_blocked()
+        actor_group.cancel_scope.cancel()
+    for slot in (in_flight, queued):
+        with pytest.raises(ActorStopped) as caught:
+            await slot.wait()
+        assert caught.value.actor == ref.name == "d"
+    with pytest.raises(ActorStopped):
+        await ref.request(("hold", Slot()), Slot())
 
 
 async def test_stop_drains_queued_messages_then_runs_on_stop() -> None:

@@ -41,13 +41,14 @@ _KERNEL = object()
 
 
 class _Envelope(Generic[M]):
-    """A message in a mailbox; ``reply`` is ``None`` for a tell."""
+    """A message in a mailbox; ``reply`` is ``None`` for a tell; ``later``: the actor resolves ``reply`` itself."""
 
-    __slots__ = ("message", "reply")
+    __slots__ = ("later", "message", "reply")
 
-    def __init__(self, message: M, reply: Slot[Any] | None) -> None:
+    def __init__(self, message: M, reply: Slot[Any] | None, later: bool = False) -> None:
         self.message = message
         self.reply = reply
+        self.later = later
 
 
 # ``None`` in a mailbox is a wake-up: it makes an idle actor re-check whether it should exit.
@@ -194,6 +195,19 @@ class ActorRef(Generic[M]):
         await self._mailbox.send(_Envelope(message, reply))
         return await reply.wait()
 
+    async def request(self, message: M, reply: Slot[Any]) -> None:
+        """Send a message whose answer the actor hands over later, through ``reply`` (a slot it can reach from
+        the message), and return once it is queued; wait on ``reply``.
+
+        The kernel fails ``reply`` when ``on_receive`` raises for the message (the actor goes on) and when the
+        actor stops for good before it handled the message, or while it did, with an ``ActorStopped`` naming
+        this actor (``ActorStopped.actor == name``). Once ``on_receive`` returned, the actor owns ``reply``.
+        One wait instead of an :meth:`ask` that returns a slot to wait on.
+
+        :raises ActorStopped: the actor stopped, or is stopping.
+        """
+        await self._mailbox.send(_Envelope(message, reply, True))
+
     def statistics(self) -> MailboxStatistics:
         """Return a snapshot of the actor's mailbox."""
         return self._mailbox.statistics()
@@ -330,7 +344,8 @@ async def _run_instance(
                 except Exception as exc:
                     item.reply.fail(exc)
                 else:
-                    item.reply.resolve(result)
+                    if not item.later:
+                        item.reply.resolve(result)
                 ref._in_flight = None
     except anyio.get_cancelled_exc_class():
         await _stop_instance(actor, cancelled=True)

@@ -197,8 +197,9 @@ class MeetingActor(Actor[Command[T] | Poll]):
             await flush(self.services, self.handle.outbox)
         self._stopped(self.handle)
 
-    async def on_receive(self, message: Command[T] | Poll) -> TurnSlot | None:
-        """Handle one command; its caller waits on the returned slot (errors go back to the caller).
+    async def on_receive(self, message: Command[T] | Poll) -> None:
+        """Handle one command (sent with ``ActorRef.request``): its caller waits on the command's slot, which
+        gets the result or the error, now or at a later turn.
 
         A :class:`~.remote.Poll` makes it take the commands other runtimes wrote for it. With tracing on, a
         command is applied in a ``meeting apply <op>`` span, a child of its caller's.
@@ -206,20 +207,19 @@ class MeetingActor(Actor[Command[T] | Poll]):
         if self.services.tracing and isinstance(message, Command):
             attributes = message.span_attributes(self.id)
             with span(f"meeting apply {message.op.value}", "server", attributes, parent=message.trace):
-                slot = await self._receive(message)
+                await self._receive(message)
                 annotate({"agent_messaging.meeting.turn_number": self.turn_number})
-                return slot
-        return await self._receive(message)
+                return
+        await self._receive(message)
 
-    async def _receive(self, message: Command[T] | Poll) -> TurnSlot | None:
+    async def _receive(self, message: Command[T] | Poll) -> None:
         try:
             if isinstance(message, Poll):
                 await self._take_remote(applied=False)
-                return None
+                return
             if self.state is MeetingState.ENDED:
                 raise MeetingEnded(self.id)
             await self._run(message, self.seats[message.agent])
-            return message.slot
         finally:
             await flush(self.services, self.handle.outbox)
 

@@ -16,7 +16,7 @@ owns all three.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -61,7 +61,7 @@ class _Target(Generic[T]):
     id: UUID
     host: str
     organization_id: UUID
-    seats: frozenset[str]
+    seats: Collection[str]
     handle: MeetingHandle[T] | None = None
 
 
@@ -311,7 +311,7 @@ class Meetings(Generic[T]):
         mid = _meeting_id(meeting_id)
         handle = self.runners.handles.get(mid)
         if handle is not None:
-            return _Target(mid, handle.host, handle.organization_id, frozenset(handle.seats), handle)
+            return _local(handle)
         known = self._elsewhere.get(mid)
         if known is not None:
             return known
@@ -352,7 +352,7 @@ class Meetings(Generic[T]):
     def _next(next_speaker: str | None) -> str | None:
         return None if next_speaker is None else check_id(next_speaker, "next_speaker")
 
-    async def _command(self, target: _Target[T], agent: AgentInfo, command: Command[T]) -> Turn[T] | None:
+    async def _command(self, target: _Target[T], agent: AgentInfo | None, command: Command[T]) -> Turn[T] | None:
         """Hand ``command`` to the meeting's actor, here or (through the database) in another runtime.
 
         With tracing on, in a ``meeting <op>`` span that lasts until the result (the caller's next turn).
@@ -366,10 +366,12 @@ class Meetings(Generic[T]):
                 return turn
         return await self._submit(target, agent, command)
 
-    async def _submit(self, target: _Target[T], agent: AgentInfo, command: Command[T]) -> Turn[T] | None:
+    async def _submit(self, target: _Target[T], agent: AgentInfo | None, command: Command[T]) -> Turn[T] | None:
+        """``agent`` (the caller) is needed only by a meeting run elsewhere."""
         try:
             if target.handle is not None:
                 return await self.runners.submit(target.handle, command)
+            assert agent is not None
             return await self.remote.submit(target.id, agent, command)
         except MeetingEnded:
             self._elsewhere.pop(target.id, None)
@@ -382,8 +384,16 @@ class Meetings(Generic[T]):
 
     async def _participant_command(self, meeting_id: UUID, command: Command[T]) -> Turn[T] | None:
         """Run a command for a participant whose turns this runtime takes, wherever the meeting is run."""
+        handle = self.runners.handles.get(meeting_id)
+        if handle is not None and command.agent in handle.seats:  # run here: nothing to look up
+            return await self._command(_local(handle), None, command)
         target, who = await self._participant(command.agent, meeting_id)
         return await self._command(target, who, command)
+
+
+def _local(handle: MeetingHandle[T]) -> _Target[T]:
+    """A meeting run here, as a call sees it (who takes part never changes: its seats are a view)."""
+    return _Target(handle.id, handle.host, handle.organization_id, handle.seats.keys(), handle)
 
 
 def _meeting_id(value: UUID | str) -> UUID:

@@ -158,16 +158,18 @@ class MeetingRunners(Generic[T]):
         if ref is None:
             raise InvalidOperation(f"meeting {handle.id} could not be run here; call again to retry")
         try:
-            slot = await ref.ask(command)
-            assert slot is not None
-        except ActorStopped:
+            await ref.request(command, command.slot)
+            return await command.slot.wait()
+        except ActorStopped as exc:
+            if exc.actor != ref.name:  # failed by the meeting itself (the runtime is closing): as it says
+                raise
+            # the actor stopped for good before it took the command, or while it did
             actor = handle.actor
             if actor is not None and actor.state is MeetingState.ENDED:
                 raise MeetingEnded(handle.id) from None
             if self.handles.get(handle.id) is not handle:  # fenced, or moved to another runtime
                 raise RunnerMoved(handle.id) from None
             raise
-        return await slot.wait()  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ fencing
 
