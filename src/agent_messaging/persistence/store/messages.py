@@ -47,13 +47,18 @@ _FROM = "messages m JOIN agents s ON s.id = m.sender_id JOIN agents r ON r.id = 
 
 # ---------------------------------------------------------------------------------------- batched writes
 
-_DEREGISTERED = re.compile(r"agent_messaging: recipient ([0-9a-f-]{36}) is deregistered")
+#: The database refused a message because its recipient is deregistered (the check of migration 0005), or
+#: gone altogether (the foreign key: its row was deleted behind the runtime's back).
+_DEREGISTERED = re.compile(
+    r"agent_messaging: recipient ([0-9a-f-]{36}) is deregistered"
+    r"|Key \(recipient_id\)=\(([0-9a-f-]{36})\) is not present in table \"agents\""
+)
 
 
 def deregistered_recipient(exc: BaseException) -> uuid.UUID | None:
-    """The recipient a write was refused for because it is deregistered (trigger of migration 0004), or None."""
+    """The recipient a write was refused for because it is no live agent (see ``_DEREGISTERED``), or None."""
     found = _DEREGISTERED.search(str(exc))
-    return uuid.UUID(found.group(1)) if found else None
+    return uuid.UUID(found.group(1) or found.group(2)) if found else None
 
 
 #: A new message: (id, organization_id, kind, sender_id, recipient_id, conversation_id, in_reply_to, payload
