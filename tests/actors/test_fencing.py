@@ -33,24 +33,26 @@ async def test_a_runtime_that_loses_its_presence_fences_itself_and_takes_its_age
         async def bob(message: Any, ctx: Any, tag: str = tag) -> None:
             seen.append((tag, message))
 
-    async with owner, standby:
-        await _setup(owner, "alice", "bob")
-        mine, other = internals(owner), internals(standby)
+    async with owner:
+        await _setup(owner, "alice", "bob")  # hosted here before the standby opens: the owner is bob's owner
+        mine = internals(owner)
         await eventually(lambda: "bob" in mine.host.hosted)
-        await eventually(lambda: "bob" in other.host.standby)
-        # the database drops the owner's presence connection (and so its lock), the process lives on
-        await other.database.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-            "'agent-messaging-presence' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
-            "AND ((classid::bigint << 32) | objid::bigint) = $1)",
-            [mine.services.presence.key],
-        )
-        await eventually(lambda: mine.services.presence.outages == 1)  # it noticed, and fenced itself
-        await eventually(lambda: mine.services.presence.held and "bob" in mine.host.hosted)  # and took bob back
-        assert "bob" in other.host.standby  # back within the lease: the standby never took over
-        await standby.one_way.send("alice", "bob", "after")
-        await eventually(lambda: ("owner", "after") in seen)
-        assert [tag for tag, _ in seen] == ["owner"]
+        async with standby:
+            other = internals(standby)
+            await eventually(lambda: "bob" in other.host.standby)
+            # the database drops the owner's presence connection (and so its lock), the process lives on
+            await other.database.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                "'agent-messaging-presence' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                "AND ((classid::bigint << 32) | objid::bigint) = $1)",
+                [mine.services.presence.key],
+            )
+            await eventually(lambda: mine.services.presence.outages == 1)  # it noticed, and fenced itself
+            await eventually(lambda: mine.services.presence.held and "bob" in mine.host.hosted)  # and took bob back
+            assert "bob" in other.host.standby  # back within the lease: the standby never took over
+            await standby.one_way.send("alice", "bob", "after")
+            await eventually(lambda: ("owner", "after") in seen)
+            assert [tag for tag, _ in seen] == ["owner"]
 
 
 async def test_a_transition_of_a_runtime_that_no_longer_runs_the_meeting_is_refused(dsn: str) -> None:
