@@ -120,10 +120,15 @@ class RemoteSlot(Slot["Turn[Any] | None"]):
             return self.row_of(self.result())
         if not isinstance(error, AgentMessagingError):
             error = AgentMessagingError(f"the meeting could not handle the command: {type(error).__name__}: {error}")
-        return (self.command_id, None, _TURN_ERRORS.dump_json(error_to_json(error)).decode())
+        return (self.command_id, None, _error_text(error))
 
 
 _TURN_ERRORS: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+def _error_text(error: AgentMessagingError) -> str:
+    """The JSON text of a command's error, as its row stores it."""
+    return _TURN_ERRORS.dump_json(error_to_json(error)).decode()
 
 
 async def flush(services: Services[Any], outbox: list[RemoteSlot]) -> None:
@@ -145,8 +150,7 @@ async def flush(services: Services[Any], outbox: list[RemoteSlot]) -> None:
 def ended_write(meeting_id: uuid.UUID, taken: set[uuid.UUID]) -> Write:
     """The write, in a meeting's end, that answers ``MeetingEnded`` to the commands of other runtimes its runner
     never took (``taken``: those it did); the end's NOTIFY (:func:`ended_key`) wakes their callers."""
-    error = _TURN_ERRORS.dump_json(error_to_json(MeetingEnded(meeting_id))).decode()
-    return Write(store.COMMANDS_ENDED, (meeting_id, error, ",".join(map(str, taken))))
+    return Write(store.COMMANDS_ENDED, (meeting_id, _error_text(MeetingEnded(meeting_id)), ",".join(map(str, taken))))
 
 
 class RemoteCaller(Generic[T]):
@@ -159,10 +163,9 @@ class RemoteCaller(Generic[T]):
         self._turn: TypeAdapter[Turn[T] | None] = TypeAdapter(turn | None)
 
     async def _close(self, command_id: uuid.UUID, meeting_id: uuid.UUID) -> None:
-        slot = RemoteSlot(command_id, [])
-        slot.fail(MeetingEnded(meeting_id))
+        row = (command_id, None, _error_text(MeetingEnded(meeting_id)))
         try:
-            await self.services.writer.write([Write(store.COMMAND_DONE, slot.row())])
+            await self.services.writer.write([Write(store.COMMAND_DONE, row)])
         except Exception as exc:  # the caller's answer stands; the row stays open
             log.warning("meeting.command_not_closed", command=str(command_id), error=repr(exc))
 

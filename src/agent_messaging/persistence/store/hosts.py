@@ -54,7 +54,7 @@ _TAKEABLE = (
 _MARK = """UPDATE {table} h SET absent_since = CASE WHEN {alive} THEN NULL ELSE now() END
 WHERE h.{column} = ANY($1::uuid[]) AND h.runtime_key <> $2 AND (h.absent_since IS NULL) <> {alive}"""
 
-_CLAIM_MEETINGS = f"""
+_CLAIM_MEETING_HOSTS = f"""
 INSERT INTO meeting_hosts AS h (meeting_id, runtime_key, runtime_id, hostname, pid, lease)
 SELECT u.id, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) AS u(id) WHERE {_held("$2::bigint")}
 ON CONFLICT (meeting_id) DO UPDATE
@@ -64,7 +64,7 @@ ON CONFLICT (meeting_id) DO UPDATE
 RETURNING meeting_id"""
 #: A claim of meetings bumps each one's runner generation, which fences the transitions of earlier claims
 #: (``store.meetings.STATE``; the row lock orders the claim and a transition in flight).
-_CLAIM_MEETINGS = f"""WITH c AS ({_CLAIM_MEETINGS})
+_CLAIM_MEETINGS = f"""WITH c AS ({_CLAIM_MEETING_HOSTS})
 UPDATE meetings m SET runner_generation = m.runner_generation + 1 FROM c WHERE m.id = c.meeting_id
 RETURNING m.id, m.runner_generation AS generation"""
 _CLAIM_AGENTS = f"""
