@@ -242,6 +242,27 @@ def test_demo_stops_its_embedded_server_on_a_second_signal(home: Path) -> None:
         force_stop(data_dir)
 
 
+def test_demo_stops_on_one_signal_closing_its_runtime_and_server(home: Path) -> None:
+    """Ctrl-C in the middle of the scene: the runtime closes, the embedded server stops, one line, status 130."""
+    data_dir = home / "pgdata"
+    proc = spawn("demo", "--data-dir", str(data_dir), cwd=home)
+    try:
+        assert proc.stdout is not None
+        while "1. Note" not in (line := proc.stdout.readline()):  # the runtime is open and the scene under way
+            assert line, "the demo ended before its first scene"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == "error: interrupted"
+        assert "Summary" not in out
+        wait_stopped(data_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        force_stop(data_dir)
+
+
 def test_run_reports_a_missing_database_before_serving(server_dsn: str) -> None:
     """A runtime that cannot open is not a crash: one line with the server's reason and the fix."""
     proc = spawn("run", "examples.app:am", "--dsn", with_database(server_dsn, "am_no_such_database"), cwd=repo_root())

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,14 +25,16 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import anyio
+import structlog
 import typer
+from anyio.abc import TaskStatus
 from psqlpy import exceptions as pg_exc
 from pydantic import SecretStr, ValidationError
 
 from ..config import Config, dsn_password, mask_secret
 from ..errors import AgentMessagingError, ConfigurationError
 from ..persistence.database import Database
-from ..persistence.embedded import start_embedded, stop_embedded
+from ..persistence.embedded import release_all_now, start_embedded, stop_embedded
 from ..persistence.migrations import migration_status
 
 __all__ = [
@@ -50,10 +54,13 @@ __all__ = [
     "settings",
     "table",
     "to_json",
+    "watch_signals",
     "where",
 ]
 
 R = TypeVar("R")
+
+log = structlog.get_logger("agent_messaging.cli")
 
 #: Log level of operator commands when neither --log-level nor AGENT_MESSAGING_LOG_LEVEL is given: their
 #: results are on stdout and a failure is one ``error:`` line, so routine logs (connect retries...) stay quiet.
@@ -119,6 +126,34 @@ def run_async(fn: Callable[[], Awaitable[R]], *, dsn: str | None = None) -> R:
         fail(describe(leaf, password_of(dsn)))
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+async def watch_signals(
+    on_first: Callable[[str], None], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Handle SIGINT and SIGTERM for a command: the first calls ``on_first(signal name)``; the second exits at once.
+
+    The second signal leaves the embedded server (stopping it if this process started it and nobody else
+    uses it), flushes the output and ends the process with status 130, without waiting for anything the
+    first one is still stopping. Start it with ``await task_group.start(watch_signals, ...)`` before the
+    work it guards: once started, no signal reaches the event loop's own handler, which turns a first
+    Ctrl-C into a cancellation that shielded database calls may hold back and a second into a
+    ``KeyboardInterrupt`` raised wherever the main thread happens to be.
+    """
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        first = True
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if first:
+                first = False
+                on_first(name)
+            else:
+                log.warning("cli.exit_now", signal=name, note="second signal: exiting without waiting")
+                release_all_now()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
 
 
 _DELIBERATE = (AgentMessagingError, ValidationError, pg_exc.Error)

@@ -14,7 +14,9 @@ all four patterns:
 
 It prints a live transcript (rich on a terminal, plain text when piped) and a
 summary. The organization and agents are reused across runs, so a second run
-reports what the earlier ones left in the database.
+reports what the earlier ones left in the database. Ctrl-C stops the scene,
+closes the runtime (stopping the embedded server it started) and exits 130; a
+second Ctrl-C exits at once, still stopping that server.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..actors.agent import Agent, MessageContext
 from ..config import Config
 from ..models import MeetingEvent, MeetingEventType, Turn
 from ..persistence.store import messages as message_store
-from ._common import run_async, settings, where
+from ._common import fail, run_async, settings, watch_signals, where
 
 __all__ = ["demo"]
 
@@ -301,6 +303,19 @@ def demo(
     database = where(config)
 
     async def go() -> None:
-        await _scene(config, database)
+        interrupted: list[str] = []
+        scene = anyio.CancelScope()
+
+        def stop(name: str) -> None:  # the first Ctrl-C: stop the scene, close the runtime, exit 130
+            interrupted.append(name)
+            scene.cancel()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(watch_signals, stop)
+            with scene:
+                await _scene(config, database)
+            tg.cancel_scope.cancel()
+        if interrupted:
+            fail("interrupted", 130)
 
     run_async(go, dsn=dsn)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -35,14 +34,12 @@ from typing import Annotated, Any
 import anyio
 import structlog
 import typer
-from anyio.abc import TaskStatus
 from pydantic import SecretStr
 
 from .._app import AgentMessaging, internals
 from ..errors import AgentMessagingError, ConfigurationError
-from ..persistence.embedded import release_all_now
 from ..persistence.store import meetings as meeting_store, messages as message_store
-from ._common import describe, fail, password_of, where
+from ._common import describe, fail, password_of, watch_signals, where
 from ._logging import configure_logging
 
 __all__ = ["load_app", "run"]
@@ -94,22 +91,12 @@ async def _await(value: Awaitable[Any]) -> Any:
     return await value
 
 
-async def _watch_signals(stopping: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """First SIGINT/SIGTERM: set ``stopping``. Second: leave the embedded server (stopping it if nobody else
-    uses it), then exit the process at once."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not stopping.is_set():
-                log.info("run.stopping", signal=name)
-                stopping.set()
-            else:
-                log.warning("run.exit_now", signal=name, note="second signal: exiting without waiting")
-                release_all_now()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(130)
+def _stop_on(stopping: anyio.Event) -> Callable[[str], None]:
+    def first(name: str) -> None:
+        log.info("run.stopping", signal=name)
+        stopping.set()
+
+    return first
 
 
 async def _start_line(am: AgentMessaging[Any], target: str, since: datetime) -> str:
@@ -144,7 +131,7 @@ async def serve(am: AgentMessaging[Any], setup: SetupHook | None, target: str, p
     """
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        await tg.start(_watch_signals, stopping)
+        await tg.start(watch_signals, _stop_on(stopping))
         try:
             since = datetime.now(UTC)
             phase.append("open")
