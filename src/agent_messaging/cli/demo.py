@@ -303,19 +303,13 @@ def demo(
     database = where(config)
 
     async def go() -> None:
-        interrupted: list[str] = []
-        scene = anyio.CancelScope()
-
-        def stop(name: str) -> None:  # the first Ctrl-C: stop the scene, close the runtime, exit 130
-            interrupted.append(name)
-            scene.cancel()
-
+        scene = anyio.CancelScope()  # the first Ctrl-C cancels it: the runtime closes, then exit 130
         async with anyio.create_task_group() as tg:
-            await tg.start(watch_signals, stop)
+            await tg.start(watch_signals, lambda _signal: scene.cancel())
             with scene:
                 await _scene(config, database)
             tg.cancel_scope.cancel()
-        if interrupted:
+        if scene.cancel_called:
             fail("interrupted", 130)
 
     run_async(go, dsn=dsn)
