@@ -103,3 +103,19 @@ async def test_a_batch_holding_two_restart_counts_of_one_agent_keeps_the_highest
             )
             assert row is not None
             assert (row["restarts"], row["last_error"]) == (2, "error 2")
+
+
+async def test_an_older_restart_count_committed_late_keeps_the_newer_error(dsn: str) -> None:
+    # bookkeeping rides along with whichever batch takes it, and batches on two writer connections may commit in
+    # either order: a late count must not put its (older) error over the newer one
+    async with AgentMessaging[str](Config(dsn=dsn, pool_size=4)) as am:
+        await am.register_organization("acme", "Acme")
+        writer = internals(am).services.writer
+        agent = await am.register_agent("late", "acme", "Late")
+        for n in (2, 1):
+            await writer.write([Write(AGENT_RESTARTS, (agent.id, n, f"error {n}"))])
+        row = await internals(am).database.fetch_row(
+            "SELECT restarts, last_error FROM agents WHERE id = $1", [agent.id]
+        )
+        assert row is not None
+        assert (row["restarts"], row["last_error"]) == (2, "error 2")

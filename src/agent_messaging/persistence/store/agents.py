@@ -54,12 +54,13 @@ def agent_from_row(row: Row) -> AgentInfo:
 
 
 #: An agent's restart count (absolute, so a retried batch stays idempotent) and its last error. A batch may hold
-#: several of one agent (an UPDATE joined to two rows for one target row takes either): the highest count wins.
+#: several of one agent (an UPDATE joined to two rows for one target row takes either): the highest count wins. Two
+#: batches on two writer connections may commit in either order: an older count committed late keeps the newer error.
 AGENT_RESTARTS = Statement(
     "agent.restarts",
     50,
     "UPDATE agents a SET restarts = greatest(a.restarts, u.restarts), "
-    "last_error = coalesce(u.last_error, a.last_error) "
+    "last_error = CASE WHEN u.restarts >= a.restarts THEN coalesce(u.last_error, a.last_error) ELSE a.last_error END "
     "FROM (SELECT DISTINCT ON (id) id, restarts, last_error "
     "FROM unnest($1::uuid[], $2::int[], $3::text[]) AS v(id, restarts, last_error) ORDER BY id, restarts DESC) u "
     "WHERE a.id = u.id",
