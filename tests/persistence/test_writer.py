@@ -307,3 +307,22 @@ async def test_unknown_write_kind_is_refused(config: Config) -> None:
         with pytest.raises(ValueError, match="unknown write kind"):
             await writer.write([Write("no.such.kind", ())])  # type: ignore[arg-type]
         assert writer.statistics().units == 0
+
+
+async def test_two_updates_of_one_message_in_one_batch_both_land(config: Config) -> None:
+    # PostgreSQL applies only one of two statements' updates of one row in one batch, silently: a failed attempt's
+    # count and the next attempt's handled mark (both bookkeeping, both waiting for the same batch), or a
+    # dead-lettering and a late count, must both land
+    ids = await make_agents(config, "alice", "bob")
+    dsn = config.dsn_value() or ""
+    handled, dead = (message_row(ids, "alice", "bob", name) for name in ("handled", "dead"))
+    async with running_writer(dsn, connections=1) as writer:  # one connection: one batch takes them all
+        await writer.write([Write(messages.INSERT, handled), Write(messages.INSERT, dead)])
+        writer.submit_nowait([Write(messages.ATTEMPT, (handled[0], 1))])
+        writer.submit_nowait([Write(messages.HANDLED, (handled[0], 2)), Write(messages.ATTEMPT, (dead[0], 2))])
+        await writer.write([Write(messages.DEAD, (dead[0], 3))])
+    sql = "SELECT payload #>> '{}' AS name, handled_at, read_at, dead_at, attempts FROM messages"
+    rows = await anyio.to_thread.run_sync(admin, dsn, sql)
+    state = {r["name"]: (r["handled_at"] is not None, r["read_at"] is not None, r["dead_at"] is not None) for r in rows}
+    assert state == {"handled": (True, True, False), "dead": (False, False, True)}
+    assert {r["name"]: r["attempts"] for r in rows} == {"handled": 2, "dead": 3}

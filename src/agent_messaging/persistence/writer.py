@@ -62,6 +62,13 @@ class Statement:
     A *check* (``check=True``) is a ``SELECT`` that raises to fail its batch: the
     batch counts its rows (an unread ``SELECT`` in a ``WITH`` is never run), and
     nothing is read back.
+
+    An *update* names the table whose rows it changes (``updates``) and the
+    column of its row that is the changed row's id (``key``; ``None`` when one
+    row may change many, e.g. every request of a conversation). Two statements
+    of one batch that update the same row would lose one change (PostgreSQL
+    applies only one of two data-modifying CTEs' updates of a row, silently),
+    so the writer commits such units one after the other instead.
     """
 
     name: str
@@ -70,6 +77,8 @@ class Statement:
     returning: bool = False
     requires: Statement | None = None
     check: bool = False
+    updates: str = ""
+    key: int | None = 0
 
     def __repr__(self) -> str:
         return f"Statement({self.name!r})"
@@ -111,6 +120,7 @@ class _Unit:
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
     quiet: bool = False
+    background: bool = False  # bookkeeping rows (submit_nowait): not one unit, so they may be split
     returned: frozenset[str] = frozenset()
     trace: Any = None  # the span context of the write's caller (tracing on, inside a span)
 
@@ -215,7 +225,7 @@ class Writer:
         if not self._background:
             return None
         writes, self._background = self._background, []
-        return _Unit(writes, frozenset(), anyio.current_time() + self.timeout, quiet=True)
+        return _Unit(writes, frozenset(), anyio.current_time() + self.timeout, quiet=True, background=True)
 
     def close(self) -> None:
         """Stop taking writes; :meth:`run` returns once everything queued is committed (flush)."""
@@ -299,6 +309,10 @@ class Writer:
                 fail(errors[0])
 
     async def _commit(self, batch: list[_Unit]) -> None:
+        for group in _separate(batch):
+            await self._commit_group(group)
+
+    async def _commit_group(self, batch: list[_Unit]) -> None:
         delay = 0.01
         while batch:
 
@@ -321,7 +335,7 @@ class Writer:
                     continue
                 if len(batch) > 1:  # isolate the unit that is at fault
                     for unit in batch:
-                        await self._commit([unit])
+                        await self._commit_group([unit])
                     return
                 self._failures += 1
                 batch[0].error = exc
@@ -352,6 +366,78 @@ class Writer:
             else:
                 kept.append(unit)
         return kept
+
+
+class _Updated:
+    """The rows a group of units updates, by table: which statements update each (keyed) row, and which
+    statements update rows of a table without naming them (``Statement.key`` None)."""
+
+    __slots__ = ("rows", "unkeyed")
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, Any], set[Statement]] = {}
+        self.unkeyed: dict[str, set[Statement]] = {}
+
+    def clashes(self, write: Write) -> bool:
+        """Whether another statement of the group updates a row that ``write`` may update."""
+        statement = write.statement
+        table = statement.updates
+        others = set(self.unkeyed.get(table, ()))
+        if statement.key is None:
+            others.update(s for (t, _), kinds in self.rows.items() if t == table for s in kinds)
+        else:
+            others.update(self.rows.get((table, write.row[statement.key]), ()))
+        return bool(others - {statement})
+
+    def add(self, write: Write) -> None:
+        statement = write.statement
+        if statement.key is None:
+            self.unkeyed.setdefault(statement.updates, set()).add(statement)
+        else:
+            self.rows.setdefault((statement.updates, write.row[statement.key]), set()).add(statement)
+
+
+def _may_clash(batch: list[_Unit]) -> bool:
+    """Whether two statements of ``batch`` update the same table (cheap: no row is looked at)."""
+    tables: dict[str, Statement] = {}
+    for unit in batch:
+        for w in unit.writes:
+            if w.statement.updates and tables.setdefault(w.statement.updates, w.statement) is not w.statement:
+                return True
+    return False
+
+
+def _separate(batch: list[_Unit]) -> list[list[_Unit]]:
+    """``batch`` as groups to commit one after the other, in order, so that no two statements of one group
+    update the same row (see :class:`Statement`). Almost always one group: the rows are looked at only when
+    two statements of the batch update the same table. A unit is never split (it wrote its rows to commit
+    together, and never updates a row twice); bookkeeping rows are, a row at a time."""
+    if not _may_clash(batch):
+        return [batch]
+    groups: list[list[_Unit]] = [[]]
+    updated = _Updated()
+    bookkeeping: list[Write] | None = None  # the bookkeeping rows of the last group
+    for unit in batch:
+        for w in unit.writes if unit.background else ():
+            if w.statement.updates and updated.clashes(w):
+                groups.append([])
+                updated, bookkeeping = _Updated(), None
+            if bookkeeping is None:
+                bookkeeping = []
+                groups[-1].append(_Unit(bookkeeping, frozenset(), unit.deadline, quiet=True, background=True))
+            bookkeeping.append(w)
+            if w.statement.updates:
+                updated.add(w)
+        if unit.background:
+            continue
+        changing = [w for w in unit.writes if w.statement.updates]
+        if any(updated.clashes(w) for w in changing):
+            groups.append([])
+            updated, bookkeeping = _Updated(), None
+        groups[-1].append(unit)
+        for w in changing:
+            updated.add(w)
+    return [group for group in groups if group]
 
 
 async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin: str) -> frozenset[str]:

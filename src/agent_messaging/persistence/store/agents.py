@@ -64,6 +64,7 @@ AGENT_RESTARTS = Statement(
     "FROM (SELECT DISTINCT ON (id) id, restarts, last_error "
     "FROM unnest($1::uuid[], $2::int[], $3::text[]) AS v(id, restarts, last_error) ORDER BY id, restarts DESC) u "
     "WHERE a.id = u.id",
+    updates="agents",
 )
 
 

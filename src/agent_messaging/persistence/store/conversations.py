@@ -41,6 +41,7 @@ END = Statement(
     11,
     "UPDATE conversations c SET status = 'ended', ended_at = now(), ended_by = u.ended_by "
     "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, ended_by) WHERE c.id = u.id AND c.status = 'active'",
+    updates="conversations",
 )
 _UNNEST_MESSAGE = (
     "unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
@@ -74,6 +75,8 @@ CLAIM = Statement(
     "WHERE q.id = u.request_id AND q.kind = 'request' AND q.closed_at IS NULL "
     "AND (q.replied_at IS NULL OR q.replied_by = u.reply_id) RETURNING u.reply_id AS key",
     returning=True,
+    updates="messages",
+    key=1,
 )
 #: A reply (the columns of :data:`MESSAGE`), written only if its :data:`CLAIM` row of the same unit won; its
 #: session is the request's.
@@ -88,7 +91,10 @@ REPLY = Statement(
 )
 #: Put a consumed reply back among its recipient's unread messages: (id,).
 UNREAD = Statement(
-    "conversation.unread", 37, "UPDATE messages m SET read_at = NULL FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id"
+    "conversation.unread",
+    37,
+    "UPDATE messages m SET read_at = NULL FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
+    updates="messages",
 )
 #: Close the open requests of ended conversations: (conversation_id,). No reply can land on them.
 CLOSE_REQUESTS = Statement(
@@ -96,6 +102,8 @@ CLOSE_REQUESTS = Statement(
     12,
     "UPDATE messages m SET closed_at = now() FROM unnest($1::uuid[]) AS u(id) WHERE m.conversation_id = u.id "
     "AND m.kind = 'request' AND m.replied_at IS NULL AND m.closed_at IS NULL",
+    updates="messages",
+    key=None,
 )
 #: A request's caller stopped waiting unanswered: (id,).
 TIMED_OUT = Statement(
@@ -103,6 +111,7 @@ TIMED_OUT = Statement(
     34,
     "UPDATE messages m SET timed_out_at = coalesce(m.timed_out_at, now()) FROM unnest($1::uuid[]) AS u(id) "
     "WHERE m.id = u.id AND m.replied_at IS NULL",
+    updates="messages",
 )
 
 # ---------------------------------------------------------------------------------------- reads

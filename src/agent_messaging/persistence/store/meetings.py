@@ -83,6 +83,8 @@ PARTICIPANT_STATE = Statement(
     "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[]) "
     "AS u(meeting_id, agent_id, status, last_turn_seq) "
     "WHERE p.meeting_id = u.meeting_id AND p.agent_id = u.agent_id",
+    updates="meeting_participants",
+    key=None,
 )
 #: A history entry: (meeting_id, seq, type, agent_id, payload JSON, turn_number, data JSON, created_at).
 EVENT = insert_statement(
@@ -105,6 +107,7 @@ STATE = Statement(
     "FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::timestamptz[], $6::bigint[], $7::bigint[]) "
     "AS u(id, status, floor_holder, turn_number, turn_deadline, last_seq, generation) "
     "WHERE m.id = u.id AND m.runner_generation = u.generation RETURNING m.id",
+    updates="meetings",
 )
 #: Fails a transition's batch whose :data:`STATE` row updated nothing: another claim runs the meeting now, so a
 #: transition held up in the writer through a database restart cannot land after the meeting was claimed
@@ -141,6 +144,7 @@ COMMAND_APPLIED = Statement(
     46,
     "UPDATE meeting_commands c SET applied_at = coalesce(c.applied_at, now()) FROM unnest($1::uuid[]) AS u(id) "
     "WHERE c.id = u.id",
+    updates="meeting_commands",
 )
 #: A command's result is ready: (id, result JSON, error JSON).
 COMMAND_DONE = Statement(
@@ -149,6 +153,7 @@ COMMAND_DONE = Statement(
     "UPDATE meeting_commands c SET done_at = coalesce(c.done_at, now()), applied_at = coalesce(c.applied_at, now()), "
     "result = u.result::jsonb, error = u.error::jsonb FROM unnest($1::uuid[], $2::text[], $3::text[]) "
     "AS u(id, result, error) WHERE c.id = u.id AND c.done_at IS NULL",
+    updates="meeting_commands",
 )
 
 #: The meeting ended: the commands of other runtimes its runner never took get ``error`` (MeetingEnded), in the
@@ -161,6 +166,8 @@ COMMANDS_ENDED = Statement(
     "FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(meeting_id, error, taken) "
     "WHERE c.meeting_id = u.meeting_id AND c.done_at IS NULL AND c.applied_at IS NULL "
     "AND c.id <> ALL (string_to_array(u.taken, ',')::uuid[])",
+    updates="meeting_commands",
+    key=None,
 )
 
 # ---------------------------------------------------------------------------------------- reads

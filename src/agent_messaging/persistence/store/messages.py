@@ -77,6 +77,7 @@ READ = Statement(
     "message.read",
     30,
     "UPDATE messages m SET read_at = coalesce(m.read_at, now()) FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
+    updates="messages",
 )
 #: (id, attempts) rows of a batch, one per message (the highest count): an UPDATE joined to two rows for one
 #: target row takes either, so a batch holding two marks of one message could keep the lower count.
@@ -91,12 +92,14 @@ HANDLED = Statement(
     "UPDATE messages m SET handled_at = coalesce(m.handled_at, now()), read_at = coalesce(m.read_at, now()), "
     "attempts = greatest(m.attempts, u.attempts) "
     f"FROM {_BY_MESSAGE} WHERE m.id = u.id",
+    updates="messages",
 )
 #: A handler raised for it: (id, attempts).
 ATTEMPT = Statement(
     "message.attempt",
     32,
     f"UPDATE messages m SET attempts = greatest(m.attempts, u.attempts) FROM {_BY_MESSAGE} WHERE m.id = u.id",
+    updates="messages",
 )
 #: Dead-lettered after its last attempt: (id, attempts).
 DEAD = Statement(
@@ -104,6 +107,7 @@ DEAD = Statement(
     35,
     "UPDATE messages m SET dead_at = coalesce(m.dead_at, now()), attempts = greatest(m.attempts, u.attempts) "
     "FROM unnest($1::uuid[], $2::int[]) AS u(id, attempts) WHERE m.id = u.id",
+    updates="messages",
 )
 #: A stored message the runtime cannot decode (written by another client or an older version): dead-lettered
 #: and left unread, so that retrying its dead letter (after a fix) delivers it again: (id,).
@@ -112,6 +116,7 @@ UNDECODABLE = Statement(
     38,
     "UPDATE messages m SET dead_at = coalesce(m.dead_at, now()), read_at = NULL "
     "FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
+    updates="messages",
 )
 #: The dead letter of a message (once while not retried): (message_id, agent_id, attempts, error).
 DEAD_LETTER = Statement(
@@ -120,7 +125,8 @@ DEAD_LETTER = Statement(
     "INSERT INTO dead_letters (message_id, agent_id, attempts, error) "
     "SELECT u.message_id, u.agent_id, u.attempts, u.error "
     "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(message_id, agent_id, attempts, error) "
-    "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.message_id = u.message_id AND d.retried_at IS NULL)",
+    "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.message_id = u.message_id AND d.retried_at IS NULL) "
+    "ON CONFLICT (message_id) WHERE retried_at IS NULL DO NOTHING",
 )
 
 # ---------------------------------------------------------------------------------------- reads
@@ -247,7 +253,8 @@ async def dead_letters(db: Database, agent_id: uuid.UUID | None, *, include_retr
 _RETRY = (
     "WITH d AS (UPDATE dead_letters SET retried_at = now() WHERE id = $1 AND retried_at IS NULL "
     "RETURNING message_id), "
-    "m AS (UPDATE messages m SET dead_at = NULL, attempts = 0 FROM d WHERE m.id = d.message_id "
+    "m AS (UPDATE messages m SET dead_at = NULL, read_at = NULL, handled_at = NULL, attempts = 0 "
+    "FROM d WHERE m.id = d.message_id "
     "RETURNING m.id, m.recipient_id), "
     "n AS (SELECT pg_notify($2, $3 || '|' || m.recipient_id::text) FROM m) "
     "SELECT m.id, m.recipient_id, a.external_id AS agent, (SELECT count(*) FROM n) AS notified "
