@@ -33,7 +33,7 @@ async def test_two_dead_letterings_of_one_message_at_once_leave_one(dsn: str) ->
             f"VALUES ('{message}', '{bob}', 1, 'other')"
         )
         # another process dead-letters it in a transaction still open while this one does
-        hold = ("BEGIN", []), (insert, [])
+        hold: tuple[tuple[str, list[Any]], ...] = (("BEGIN", []), (insert, []))
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg, holding(dsn, *hold, release=(("COMMIT", []),)):
                 row = (message, bob, 1, "this one")
