@@ -369,68 +369,76 @@ class Writer:
 
 
 class _Updated:
-    """The rows a group of units updates, by table: which statements update each (keyed) row, and which
-    statements update rows of a table without naming them (``Statement.key`` None)."""
+    """The rows a group of units updates: which statements update each keyed row, and which statements update
+    rows of each table at all (a statement without a key may update any row of its table)."""
 
-    __slots__ = ("rows", "unkeyed")
+    __slots__ = ("rows", "tables", "unkeyed")
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, Any], set[Statement]] = {}
+        self.tables: dict[str, set[Statement]] = {}
         self.unkeyed: dict[str, set[Statement]] = {}
 
     def clashes(self, write: Write) -> bool:
-        """Whether another statement of the group updates a row that ``write`` may update."""
+        """Whether another statement of the group may update a row that ``write`` updates."""
         statement = write.statement
         table = statement.updates
-        others = set(self.unkeyed.get(table, ()))
         if statement.key is None:
-            others.update(s for (t, _), kinds in self.rows.items() if t == table for s in kinds)
+            found = self.tables.get(table)
         else:
-            others.update(self.rows.get((table, write.row[statement.key]), ()))
-        return bool(others - {statement})
+            found = self.unkeyed.get(table)
+            if not found or found == {statement}:
+                found = self.rows.get((table, write.row[statement.key]))
+        return found is not None and (len(found) > 1 or statement not in found)
 
     def add(self, write: Write) -> None:
         statement = write.statement
+        table = statement.updates
+        self.tables.setdefault(table, set()).add(statement)
         if statement.key is None:
-            self.unkeyed.setdefault(statement.updates, set()).add(statement)
+            self.unkeyed.setdefault(table, set()).add(statement)
         else:
-            self.rows.setdefault((statement.updates, write.row[statement.key]), set()).add(statement)
+            self.rows.setdefault((table, write.row[statement.key]), set()).add(statement)
 
 
-def _may_clash(batch: list[_Unit]) -> bool:
-    """Whether two statements of ``batch`` update the same table (cheap: no row is looked at)."""
-    tables: dict[str, Statement] = {}
+def _shared_tables(batch: list[_Unit]) -> set[str]:
+    """The tables that two statements of ``batch`` update (cheap: no row is looked at)."""
+    first: dict[str, Statement] = {}
+    shared: set[str] = set()
     for unit in batch:
         for w in unit.writes:
-            if w.statement.updates and tables.setdefault(w.statement.updates, w.statement) is not w.statement:
-                return True
-    return False
+            table = w.statement.updates
+            if table and first.setdefault(table, w.statement) is not w.statement:
+                shared.add(table)
+    return shared
 
 
 def _separate(batch: list[_Unit]) -> list[list[_Unit]]:
     """``batch`` as groups to commit one after the other, in order, so that no two statements of one group
-    update the same row (see :class:`Statement`). Almost always one group: the rows are looked at only when
-    two statements of the batch update the same table. A unit is never split (it wrote its rows to commit
+    update the same row (see :class:`Statement`). Almost always one group: only the rows of tables that two
+    statements of the batch update are looked at. A unit is never split (it wrote its rows to commit
     together, and never updates a row twice); bookkeeping rows are, a row at a time."""
-    if not _may_clash(batch):
+    shared = _shared_tables(batch)
+    if not shared:
         return [batch]
     groups: list[list[_Unit]] = [[]]
     updated = _Updated()
     bookkeeping: list[Write] | None = None  # the bookkeeping rows of the last group
     for unit in batch:
         for w in unit.writes if unit.background else ():
-            if w.statement.updates and updated.clashes(w):
+            checked = w.statement.updates in shared
+            if checked and updated.clashes(w):
                 groups.append([])
                 updated, bookkeeping = _Updated(), None
             if bookkeeping is None:
                 bookkeeping = []
                 groups[-1].append(_Unit(bookkeeping, frozenset(), unit.deadline, quiet=True, background=True))
             bookkeeping.append(w)
-            if w.statement.updates:
+            if checked:
                 updated.add(w)
         if unit.background:
             continue
-        changing = [w for w in unit.writes if w.statement.updates]
+        changing = [w for w in unit.writes if w.statement.updates in shared]
         if any(updated.clashes(w) for w in changing):
             groups.append([])
             updated, bookkeeping = _Updated(), None
