@@ -425,26 +425,20 @@ def _separate(batch: list[_Unit]) -> list[list[_Unit]]:
     updated = _Updated()
     bookkeeping: list[Write] | None = None  # the bookkeeping rows of the last group
     for unit in batch:
-        for w in unit.writes if unit.background else ():
-            checked = w.statement.updates in shared
-            if checked and updated.clashes(w):
+        for writes in ([w] for w in unit.writes) if unit.background else (unit.writes,):
+            changing = [w for w in writes if w.statement.updates in shared]
+            if any(updated.clashes(w) for w in changing):
                 groups.append([])
                 updated, bookkeeping = _Updated(), None
-            if bookkeeping is None:
-                bookkeeping = []
+            if not unit.background:
+                groups[-1].append(unit)
+            elif bookkeeping is None:
+                bookkeeping = list(writes)
                 groups[-1].append(_Unit(bookkeeping, frozenset(), unit.deadline, quiet=True, background=True))
-            bookkeeping.append(w)
-            if checked:
+            else:
+                bookkeeping.extend(writes)
+            for w in changing:
                 updated.add(w)
-        if unit.background:
-            continue
-        changing = [w for w in unit.writes if w.statement.updates in shared]
-        if any(updated.clashes(w) for w in changing):
-            groups.append([])
-            updated, bookkeeping = _Updated(), None
-        groups[-1].append(unit)
-        for w in changing:
-            updated.add(w)
     return [group for group in groups if group]
 
 

@@ -575,10 +575,11 @@ class MeetingActor(Actor[Command[T] | Poll]):
         ]
         writes += [Write(store.PARTICIPANT_STATE, (self.id, s.agent_id, st.value, s.seen_seq)) for s, st in changes]
         applying, self._applying = self._applying, None
-        answered = {w.row[0] for w in extra or () if w.statement is store.COMMAND_DONE}
         # the command of another runtime commits with the transition it causes (its result, when the transition
         # answers it at once, marks it applied too: a unit updates a row once)
-        if applying is not None and applying not in answered:
+        if applying is not None and not any(
+            w.statement is store.COMMAND_DONE and w.row[0] == applying for w in extra or ()
+        ):
             writes.append(Write(store.COMMAND_APPLIED, (applying,)))
         last = events[-1].seq if events else self.seq
         if state:

@@ -118,14 +118,14 @@ UNDECODABLE = Statement(
     "FROM unnest($1::uuid[]) AS u(id) WHERE m.id = u.id",
     updates="messages",
 )
-#: The dead letter of a message (once while not retried): (message_id, agent_id, attempts, error).
+#: The dead letter of a message, once while not retried (a unique index, migration 0006):
+#: (message_id, agent_id, attempts, error).
 DEAD_LETTER = Statement(
     "dead_letter.insert",
     36,
     "INSERT INTO dead_letters (message_id, agent_id, attempts, error) "
     "SELECT u.message_id, u.agent_id, u.attempts, u.error "
     "FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[]) AS u(message_id, agent_id, attempts, error) "
-    "WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.message_id = u.message_id AND d.retried_at IS NULL) "
     "ON CONFLICT (message_id) WHERE retried_at IS NULL DO NOTHING",
 )
 
