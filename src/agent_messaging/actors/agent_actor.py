@@ -223,8 +223,8 @@ async def answer(
     """Record a hosted handler's answer to ``request``: its ``result``, or (``error``) what it raised.
 
     A result that is not a valid message is answered with that error instead, so the caller (in any
-    process) learns at once. A reply that loses the claim (someone answered with ``reply()`` first) is
-    dropped.
+    process) learns at once. A reply that loses the claim (someone answered with ``reply()`` first, or the
+    conversation ended) is dropped.
     """
     value: T | None = None
     text = "null"
@@ -254,7 +254,7 @@ async def answer(
             responder, waiting, request.id, request.conversation_id, None, "null", error=error
         )
     if not won:
-        log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered")
+        log.info("agent.reply_dropped", agent=request.recipient, request_id=str(request.id), reason="answered or ended")
     elif not consumed:
         await delivered([env])
 

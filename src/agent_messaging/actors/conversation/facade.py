@@ -161,7 +161,7 @@ class Conversations(ChatQueries[T]):
                 or as_uuid(row["recipient_id"]) != r.id
             ):
                 raise InvalidOperation(f"message {rid} is not a request from {waiting_agent!r} to {responder!r}")
-            if row["closed_at"] is not None:
+            if row["closed_at"] is not None or row["ended"]:
                 raise InvalidOperation(f"request {rid} cannot be answered: its conversation ended")
             reply_id = None
             if row["replied_at"] is None:
@@ -290,9 +290,10 @@ class Conversations(ChatQueries[T]):
             raise
         except Exception as exc:
             self.services.directory.refused(exc, {b.id: b.external_id})  # deregistered by another runtime meanwhile
-            if not extra:
+            if not extra and store.ended_conversation(exc) is None:
                 raise
-            # another process opened this pair's session at the same moment: adopt it and write again
+            # another process opened this pair's session at the same moment, or ended the one this process
+            # knew: adopt the pair's active session (or open one) and write again
             log.info("conversation.session_race", error=repr(exc))
             pair = _pair_key(a, b)
             active = await store.active_conversation(self.services.db, pair)

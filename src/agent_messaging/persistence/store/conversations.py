@@ -7,6 +7,7 @@ agree on one session.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from .._rows import as_uuid
@@ -23,6 +24,7 @@ __all__ = [
     "TIMED_OUT",
     "UNREAD",
     "active_conversation",
+    "ended_conversation",
     "expire_requests",
     "oldest_open_request",
     "replies_and_ends",
@@ -43,6 +45,8 @@ END = Statement(
     "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, ended_by) WHERE c.id = u.id AND c.status = 'active'",
     updates="conversations",
 )
+#: Whether a request's (alias ``{request}``) conversation has ended.
+_ENDED = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = {request}.conversation_id AND c.status = 'ended')"
 _UNNEST_MESSAGE = (
     "unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
     "$9::text[], $10::timestamptz[], $11::bool[]) AS u(id, organization_id, kind, sender_id, recipient_id, "
@@ -54,26 +58,32 @@ _INSERT_MESSAGE = (
 )
 
 #: A request or chat line: the columns of ``messages.INSERT`` plus ``consumed`` (insert it already read). Its
-#: session is the pair's active one, else the candidate opened by an :data:`OPEN` row of the same unit.
+#: session is the pair's active one, else the row's own: the candidate opened by an :data:`OPEN` row of the
+#: same unit, or the session its runtime knows. If that one has ended (another runtime ended it), the
+#: statement raises (:func:`ended_conversation` reads the error) rather than write into an ended session.
 MESSAGE = Statement(
     "conversation.message",
     21,
     _INSERT_MESSAGE + "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
     "coalesce((SELECT c.id FROM conversations c WHERE c.agent_a = least(u.sender_id, u.recipient_id) "
-    "AND c.agent_b = greatest(u.sender_id, u.recipient_id) AND c.status = 'active'), u.conversation_id), "
+    "AND c.agent_b = greatest(u.sender_id, u.recipient_id) AND c.status = 'active'), "
+    "CASE WHEN EXISTS (SELECT 1 FROM conversations c WHERE c.id = u.conversation_id AND c.status = 'ended') "
+    "THEN agent_messaging_conversation_ended(u.conversation_id) ELSE u.conversation_id END), "
     "u.in_reply_to, u.payload::jsonb, u.metadata::jsonb, u.reply_deadline, CASE WHEN u.consumed THEN now() END "
     f"FROM {_UNNEST_MESSAGE} ON CONFLICT (id) DO NOTHING",
 )
 #: Claim a request for a reply: (reply_id, request_id). It wins only if the request is neither answered by
-#: another reply nor closed with its conversation; the row lock serializes concurrent claims, so across any
-#: number of processes one reply wins. Returns the winning reply ids (a retried batch wins again: replied_by).
+#: another reply nor in an ended conversation (closed with it, or committed at the instant it ended, after
+#: the end's closing had looked); the row lock serializes concurrent claims, so across any number of
+#: processes one reply wins. Returns the winning reply ids (a retried batch wins again: replied_by).
 CLAIM = Statement(
     "conversation.claim",
     22,
     "UPDATE messages q SET replied_at = coalesce(q.replied_at, now()), replied_by = u.reply_id "
     "FROM unnest($1::uuid[], $2::uuid[]) AS u(reply_id, request_id) "
     "WHERE q.id = u.request_id AND q.kind = 'request' AND q.closed_at IS NULL "
-    "AND (q.replied_at IS NULL OR q.replied_by = u.reply_id) RETURNING u.reply_id AS key",
+    "AND (q.replied_at IS NULL OR q.replied_by = u.reply_id) "
+    f"AND NOT {_ENDED.format(request='q')} RETURNING u.reply_id AS key",
     returning=True,
     updates="messages",
     key=1,
@@ -105,6 +115,7 @@ CLOSE_REQUESTS = Statement(
     updates="messages",
     key=None,
 )
+_ENDED_ERROR = re.compile(r"agent_messaging: conversation ([0-9a-f-]{36}) has ended")
 #: A request's caller stopped waiting unanswered: (id,).
 TIMED_OUT = Statement(
     "message.timed_out",
@@ -130,21 +141,29 @@ async def oldest_open_request(
 ) -> Row | None:
     """The oldest open request from ``waiting_id`` to ``responder_id`` (id, conversation_id), but ``skip``.
 
-    Open: neither answered nor closed, so it belongs to the pair's active conversation.
+    Open: neither answered nor closed, and its conversation has not ended (it is the pair's active one).
     """
     return await db.fetch_row(
-        "SELECT id, conversation_id FROM messages WHERE recipient_id = $1 AND sender_id = $2 AND kind = 'request' "
-        "AND replied_at IS NULL AND closed_at IS NULL AND NOT (id = ANY($3::uuid[])) ORDER BY seq LIMIT 1",
+        "SELECT id, conversation_id FROM messages m WHERE recipient_id = $1 AND sender_id = $2 "
+        "AND kind = 'request' AND replied_at IS NULL AND closed_at IS NULL AND NOT (id = ANY($3::uuid[])) "
+        f"AND NOT {_ENDED.format(request='m')} ORDER BY seq LIMIT 1",
         [responder_id, waiting_id, skip],
     )
 
 
 async def request(db: Database, message_id: uuid.UUID) -> Row | None:
-    """One message by id, with what ``reply(request_id=...)`` checks."""
+    """One message by id, with what ``reply(request_id=...)`` checks (``ended``: its conversation ended)."""
     return await db.fetch_row(
-        "SELECT id, kind, sender_id, recipient_id, conversation_id, replied_at, closed_at FROM messages WHERE id = $1",
+        "SELECT id, kind, sender_id, recipient_id, conversation_id, replied_at, closed_at, "
+        f"{_ENDED.format(request='m')} AS ended FROM messages m WHERE id = $1",
         [message_id],
     )
+
+
+def ended_conversation(exc: BaseException) -> uuid.UUID | None:
+    """The conversation a :data:`MESSAGE` was refused for because it has ended, or None."""
+    found = _ENDED_ERROR.search(str(exc))
+    return uuid.UUID(found.group(1)) if found else None
 
 
 # The read mark of a reply its caller consumes is bookkeeping (lost, the reply only shows up again among the
@@ -160,7 +179,7 @@ UNION ALL
 SELECT q.id, c.id, (SELECT e.payload::text FROM messages e WHERE e.conversation_id = c.id AND e.kind = 'end'
                     ORDER BY e.seq DESC LIMIT 1), NULL, 'end'
   FROM messages q JOIN conversations c ON c.id = q.conversation_id
- WHERE q.id = ANY($1::uuid[]) AND q.closed_at IS NOT NULL AND c.status = 'ended'
+ WHERE q.id = ANY($1::uuid[]) AND q.replied_at IS NULL AND c.status = 'ended'
 """
 
 
