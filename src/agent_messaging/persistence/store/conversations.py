@@ -115,7 +115,6 @@ CLOSE_REQUESTS = Statement(
     updates="messages",
     key=None,
 )
-_ENDED_ERROR = re.compile(r"agent_messaging: conversation ([0-9a-f-]{36}) has ended")
 #: A request's caller stopped waiting unanswered: (id,).
 TIMED_OUT = Statement(
     "message.timed_out",
@@ -158,6 +157,9 @@ async def request(db: Database, message_id: uuid.UUID) -> Row | None:
         f"{_ENDED.format(request='m')} AS ended FROM messages m WHERE id = $1",
         [message_id],
     )
+
+
+_ENDED_ERROR = re.compile(r"agent_messaging: conversation ([0-9a-f-]{36}) has ended")
 
 
 def ended_conversation(exc: BaseException) -> uuid.UUID | None:
