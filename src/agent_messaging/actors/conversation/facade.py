@@ -161,7 +161,7 @@ class Conversations(ChatQueries[T]):
                 or as_uuid(row["recipient_id"]) != r.id
             ):
                 raise InvalidOperation(f"message {rid} is not a request from {waiting_agent!r} to {responder!r}")
-            if row["closed_at"] is not None or row["ended"]:
+            if row["ended"]:  # closed with it, or committed at the instant it ended
                 raise InvalidOperation(f"request {rid} cannot be answered: its conversation ended")
             reply_id = None
             if row["replied_at"] is None:

@@ -45,7 +45,7 @@ END = Statement(
     "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, ended_by) WHERE c.id = u.id AND c.status = 'active'",
     updates="conversations",
 )
-#: Whether a request's (alias ``{request}``) conversation has ended.
+#: Whether the conversation of a message (alias ``{request}``) has ended.
 _ENDED = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = {request}.conversation_id AND c.status = 'ended')"
 _UNNEST_MESSAGE = (
     "unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], "
@@ -67,7 +67,7 @@ MESSAGE = Statement(
     _INSERT_MESSAGE + "SELECT u.id, u.organization_id, u.kind, u.sender_id, u.recipient_id, "
     "coalesce((SELECT c.id FROM conversations c WHERE c.agent_a = least(u.sender_id, u.recipient_id) "
     "AND c.agent_b = greatest(u.sender_id, u.recipient_id) AND c.status = 'active'), "
-    "CASE WHEN EXISTS (SELECT 1 FROM conversations c WHERE c.id = u.conversation_id AND c.status = 'ended') "
+    f"CASE WHEN {_ENDED.format(request='u')} "
     "THEN agent_messaging_conversation_ended(u.conversation_id) ELSE u.conversation_id END), "
     "u.in_reply_to, u.payload::jsonb, u.metadata::jsonb, u.reply_deadline, CASE WHEN u.consumed THEN now() END "
     f"FROM {_UNNEST_MESSAGE} ON CONFLICT (id) DO NOTHING",
@@ -153,7 +153,7 @@ async def oldest_open_request(
 async def request(db: Database, message_id: uuid.UUID) -> Row | None:
     """One message by id, with what ``reply(request_id=...)`` checks (``ended``: its conversation ended)."""
     return await db.fetch_row(
-        "SELECT id, kind, sender_id, recipient_id, conversation_id, replied_at, closed_at, "
+        "SELECT id, kind, sender_id, recipient_id, conversation_id, replied_at, "
         f"{_ENDED.format(request='m')} AS ended FROM messages m WHERE id = $1",
         [message_id],
     )
