@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -71,6 +70,8 @@ MAX_CURSOR = 2**63 - 1
 
 _INT_BOUND = 10**MAX_INT_DIGITS
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly the Unicode category Cc
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # Cc without tab and newline
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
 
@@ -101,7 +102,7 @@ def check_id(value: object, what: str = "id") -> str:
         raise InvalidArgument(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH} are allowed")
     if not value.isascii() and _SURROGATE.search(value):
         raise InvalidArgument(f"{what} {value!r} contains a lone surrogate, which is not valid Unicode text")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if _CONTROL.search(value):
         raise InvalidArgument(f"{what} {value!r} contains control characters")
     return value
 
@@ -129,7 +130,7 @@ def check_name(value: object, what: str = "name") -> str:
         raise InvalidArgument(f"{what} is {len(value)} characters long; at most {MAX_NAME_LENGTH} are allowed")
     if not value.isascii() and _SURROGATE.search(value):
         raise InvalidArgument(f"{what} contains a lone surrogate, which is not valid Unicode text")
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
+    if _CONTROL_BUT_LINES.search(value):
         raise InvalidArgument(f"{what} contains control characters")
     return value
 

@@ -25,6 +25,7 @@ from agent_messaging.errors import (
     WaitTimeout,
 )
 from agent_messaging.models import MessageKind
+from tests._helpers import eventually
 
 AM = AgentMessaging[Any]
 
@@ -272,6 +273,45 @@ async def test_deadlock_three_cycle_is_detected_and_named(am: AM) -> None:
     with anyio.fail_after(5):
         assert await am.conversation.send_and_wait("user", "a", "go") == "c stops"
     assert seen[0].cycle == ["c", "a", "b", "c"]
+
+
+async def test_each_call_times_out_at_its_own_deadline(am: AM) -> None:
+    """The runtime keeps the deadlines of all waiting calls together: a short one made after a long one
+    still ends on time, one pending while many calls come and go (their entries are let go) ends at its
+    own, and the long one waits on and still gets its reply."""
+    await setup(am, "alice", "bob")
+    await setup(am, "carol", "dave")
+    await setup(am, "erin", "frank")
+
+    @am.register_handler("dave")
+    async def echo(message: Any, ctx: Any) -> Any:
+        return message
+
+    outcome: dict[str, Any] = {}
+
+    async def call(name: str, sender: str, recipient: str, limit: float) -> None:
+        try:
+            outcome[name] = await am.conversation.send_and_wait(sender, recipient, name, timeout=limit)
+        except ReplyTimeout as exc:
+            outcome[name] = exc
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "long", "alice", "bob", 120)
+            await eventually(lambda: len(internals(am).calls.by_id) == 1)
+            for timeout in (0.3, 0.1):  # each sooner than every deadline before it
+                with anyio.fail_after(10), pytest.raises(ReplyTimeout):
+                    await am.conversation.send_and_wait("erin", "frank", "short", timeout=timeout)
+            tg.start_soon(call, "pending", "erin", "frank", 5)
+            await eventually(lambda: len(internals(am).calls.by_id) == 2)
+            for i in range(300):  # calls that end long before their deadlines
+                assert await am.conversation.send_and_wait("carol", "dave", i, timeout=60) == i
+            with anyio.fail_after(10), pytest.raises(ReplyTimeout):
+                await am.conversation.send_and_wait("erin", "frank", "short again", timeout=0.2)
+            await eventually(lambda: "pending" in outcome, within=15)
+            await am.conversation.reply("bob", "alice", "at last")
+    assert isinstance(outcome["pending"], ReplyTimeout)
+    assert outcome["long"] == "at last"
 
 
 async def test_calls_outside_handlers_never_count_as_blocking(am: AM) -> None:

@@ -127,9 +127,7 @@ class News:
             task_status.started()
 
     def _deliver(self, payload: str) -> None:
-        origin, _, body = payload.partition("|")
-        if origin == self.runtime_id:
-            return
+        body = payload.partition("|")[2]
         keys = None if body == "*" else [k for k in body.split(",") if k]
         if keys is None:
             self.signals.fire_all()
@@ -145,9 +143,11 @@ class News:
 
     async def _start_listener(self) -> Any:
         db = self.db
+        own = f"{self.runtime_id}|"
 
         async def on_notify(_conn: Any, payload: str, _channel: str, _pid: int) -> None:
-            db.call_soon_in_caller(lambda: self._deliver(payload))
+            if not payload.startswith(own):  # this runtime's own news woke its waiters already
+                db.call_soon_in_caller(lambda: self._deliver(payload))
 
         async def start() -> Any:
             listener = db.pool.listener()

@@ -419,7 +419,7 @@ def _separate(batch: list[_Unit]) -> list[list[_Unit]]:
     statements of the batch update are looked at. A unit is never split (it wrote its rows to commit
     together, and never updates a row twice); bookkeeping rows are, a row at a time."""
     shared = _shared_tables(batch)
-    if not shared:
+    if not shared or _apart(batch, shared):
         return [batch]
     groups: list[list[_Unit]] = [[]]
     updated = _Updated()
@@ -440,6 +440,21 @@ def _separate(batch: list[_Unit]) -> list[list[_Unit]]:
             for w in changing:
                 updated.add(w)
     return [group for group in groups if group]
+
+
+def _apart(batch: list[_Unit], shared: set[str]) -> bool:
+    """Whether no row of the ``shared`` tables is updated by two statements of ``batch`` (the usual case, told
+    with one dict: a statement without a key counts as a possible clash, for :func:`_separate` to sort out)."""
+    seen: dict[tuple[str, Any], Statement] = {}
+    for unit in batch:
+        for w in unit.writes:
+            statement = w.statement
+            if statement.updates in shared:
+                if statement.key is None:
+                    return False
+                if seen.setdefault((statement.updates, w.row[statement.key]), statement) is not statement:
+                    return False
+    return True
 
 
 async def _apply(tx: psqlpy.Connection, batch: list[_Unit], notify: bool, origin: str) -> frozenset[str]:
