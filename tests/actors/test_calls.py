@@ -47,7 +47,7 @@ async def test_two_replies_at_once_one_wins(am: AM) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
             await eventually(lambda: len(internals(am).calls.by_id) == 1)
-            await eventually(_unread_request(am))
+            await eventually(_unread_request(am, f"q{round_}"))  # this round's request is committed
             tg.start_soon(answer, "one")
             tg.start_soon(answer, "two")
         errors = [v for k, v in outcome.items() if k in ("one", "two") and isinstance(v, InvalidOperation)]
@@ -60,9 +60,13 @@ async def test_two_replies_at_once_one_wins(am: AM) -> None:
     assert replies == 20
 
 
-def _unread_request(am: AM) -> Any:
+def _unread_request(am: AM, payload: str | None = None) -> Any:
+    """A check that alice's request to bob (the one with ``payload``, else any) is in the database. Requests
+    stay unread (a call consumes its reply, not its request), so earlier rounds' requests count as well."""
+
     async def check() -> bool:
-        return bool(await am.conversation.get_messages_from_agent("bob", "alice", include_read=False))
+        unread = await am.conversation.get_messages_from_agent("bob", "alice", include_read=False, limit=1000)
+        return any(payload is None or m.payload == payload for m in unread)
 
     return check
 

@@ -314,6 +314,27 @@ async def test_each_call_times_out_at_its_own_deadline(am: AM) -> None:
     assert outcome["long"] == "at last"
 
 
+async def test_a_call_that_outlives_its_runtime_still_times_out(config: Config) -> None:
+    """A caller in a task of its own, still waiting when the runtime closes: nothing can answer it any more,
+    and it gets ReplyTimeout at its deadline, not a wait without end."""
+    outcome: list[BaseException] = []
+
+    async def call(am: AM) -> None:
+        try:
+            await am.conversation.send_and_wait("alice", "bob", "hi", timeout=1)
+        except ReplyTimeout as exc:
+            outcome.append(exc)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            async with AgentMessaging[Any](config) as am:
+                await setup(am, "alice", "bob")
+                tg.start_soon(call, am)
+                await eventually(lambda: len(internals(am).calls.by_id) == 1)
+            await eventually(lambda: bool(outcome))
+    assert isinstance(outcome[0], ReplyTimeout)
+
+
 async def test_calls_outside_handlers_never_count_as_blocking(am: AM) -> None:
     await setup(am, "alice", "bob")
 

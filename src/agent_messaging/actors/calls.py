@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
@@ -62,6 +63,7 @@ class Waiter(Slot[T]):
     """
 
     __slots__ = (
+        "__weakref__",
         "_claim",
         "closing",
         "conversation_id",
@@ -102,6 +104,12 @@ class Waiter(Slot[T]):
         if not self.done:
             self._error, self.expired = error, False
             self._done.set()
+
+    def result(self) -> T:
+        """The reply handed over, or its error raised (the waiter must be :attr:`done`)."""
+        if not self.done:
+            raise RuntimeError("no reply or error was handed over to this waiter")
+        return super().result()
 
     def expire(self) -> None:
         """The caller's deadline passed: wake it with nothing handed over (it settles, then times out)."""
@@ -155,41 +163,63 @@ class _Deadlines:
     deadline passed. A call waits on its waiter alone: a cancel scope with a deadline per call, entered and
     left, was about a third of the calling side's time on trio's event loop (100 concurrent call pairs).
 
-    A heap; entries of callers that left stay until their deadline or until the heap outgrows the callers
-    waiting, whichever comes first (then it keeps only the waiting ones).
+    A heap of weak references: an entry of a caller that left holds nothing of it, and the entries of
+    callers that left are dropped when the heap outgrows the callers waiting. When the task stops (the
+    runtime closes), it wakes every caller it kept and says it is :attr:`closed`: such a caller then waits
+    out its own deadline (see :meth:`Calls.wait`), as a call always did.
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Waiter[Any]]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Waiter[Any]]]] = []
         self._order = itertools.count()
         self._sooner = anyio.Event()
+        self.closed = False
+        """Whether the task stopped: nobody keeps deadlines any more."""
 
-    def add(self, waiter: Waiter[Any], deadline: float, waiting: int) -> None:
-        """Wake ``waiter`` at ``deadline`` (``anyio.current_time()`` clock); ``waiting``: callers waiting now."""
+    def add(self, waiter: Waiter[Any], deadline: float, waiting: int) -> bool:
+        """Wake ``waiter`` at ``deadline`` (``anyio.current_time()`` clock); ``waiting``: callers waiting now.
+        False if nobody keeps deadlines any more (:attr:`closed`)."""
+        if self.closed:
+            return False
         heap = self._heap
         if len(heap) > 2 * waiting + 64:
-            heap[:] = [entry for entry in heap if not (entry[2].done or entry[2].closing)]
+            heap[:] = [entry for entry in heap if _waiting(entry[2]) is not None]
             heapq.heapify(heap)
         if not heap or deadline < heap[0][0]:
             self._sooner.set()
-        heapq.heappush(heap, (deadline, next(self._order), waiter))
+        heapq.heappush(heap, (deadline, next(self._order), weakref.ref(waiter)))
+        return True
 
     async def serve(self) -> None:
-        """Wake callers as their deadlines pass, until cancelled."""
+        """Wake callers as their deadlines pass, until cancelled; then wake every caller still kept."""
         heap = self._heap
-        while True:
-            if heap:
-                with anyio.move_on_after(heap[0][0] - anyio.current_time()):
+        try:
+            while True:
+                if heap:
+                    with anyio.move_on_after(heap[0][0] - anyio.current_time()):
+                        await self._sooner.wait()
+                else:
                     await self._sooner.wait()
-            else:
-                await self._sooner.wait()
-            if self._sooner.is_set():
-                self._sooner = anyio.Event()
-            now = anyio.current_time()
-            while heap and heap[0][0] <= now:
-                waiter = heapq.heappop(heap)[2]
-                if not waiter.closing:
+                if self._sooner.is_set():
+                    self._sooner = anyio.Event()
+                now = anyio.current_time()
+                while heap and heap[0][0] <= now:
+                    waiter = _waiting(heapq.heappop(heap)[2])
+                    if waiter is not None:
+                        waiter.expire()
+        finally:
+            self.closed = True
+            for entry in heap:
+                waiter = _waiting(entry[2])
+                if waiter is not None:
                     waiter.expire()
+            heap.clear()
+
+
+def _waiting(ref: weakref.ref[Waiter[Any]]) -> Waiter[Any] | None:
+    """The waiter behind ``ref`` if its caller still waits."""
+    waiter = ref()
+    return None if waiter is None or waiter.done or waiter.closing else waiter
 
 
 @dataclass
@@ -264,9 +294,14 @@ class Calls(Generic[T]):
         """Wait for ``waiter``'s reply for at most ``limit`` seconds (None: the caller's cancel scope decides)."""
         cancelled = True
         try:
-            if limit is not None:
-                self._deadlines.add(waiter, anyio.current_time() + limit, len(self.by_id))
-            await waiter.wait_done()  # a reply, an error, or the deadline (expired)
+            if limit is None:
+                await waiter.wait_done()
+            else:
+                deadline = anyio.current_time() + limit
+                if self._deadlines.add(waiter, deadline, len(self.by_id)):
+                    await waiter.wait_done()  # a reply, an error, or the deadline (expired)
+                if not waiter.done and self._deadlines.closed:  # the runtime closed first: nothing can
+                    await anyio.sleep_until(deadline)  # answer now; time out at the deadline, as always
             cancelled = False
         finally:
             await waiter.settle()
@@ -278,7 +313,10 @@ class Calls(Generic[T]):
         assert limit is not None
         with anyio.CancelScope(shield=True):
             await self._mark_timed_out(waiter)
-        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit, hosted=await self._hosted(waiter))
+        hosted = await self._hosted(waiter)
+        if waiter.done:  # a reply from another process, read (and so consumed) while the timeout was recorded
+            return waiter.result()
+        raise ReplyTimeout(waiter.sender, waiter.recipient, waiter.request_id, limit, hosted=hosted)
 
     async def _mark_timed_out(self, waiter: Waiter[T]) -> None:
         """Record that the caller stopped waiting, committed before ``ReplyTimeout`` reaches it: the update
