@@ -289,3 +289,17 @@ async def test_spawn_hands_out_a_ref_before_any_message_and_sets_actor_ref() -> 
 def test_refs_are_made_only_by_the_kernel() -> None:
     with pytest.raises(TypeError):
         ActorRef("rogue", 10)
+
+
+async def test_a_woken_slot_hands_nothing_over_until_a_value_comes() -> None:
+    slot: Slot[str] = Slot()
+    slot.wake()
+    with anyio.fail_after(1):
+        await slot.wait_done()  # woken
+    assert not slot.done
+    with pytest.raises(RuntimeError, match="nothing was handed over"):
+        slot.result()
+    slot.resolve("late")  # a hand-over after the wake-up still counts, once
+    slot.fail(ValueError("ignored"))
+    assert slot.done
+    assert slot.result() == "late"

@@ -56,18 +56,14 @@ _EXPIRE_EVERY = 60.0
 
 
 class Waiter(Slot[T]):
-    """The reply slot of one ``send_and_wait`` call; a reply being committed *claims* it first.
-
-    Its event also wakes the caller when its deadline passes (:meth:`expire`), which hands nothing over:
-    :attr:`done` is whether a reply or an error was handed over.
-    """
+    """The reply slot of one ``send_and_wait`` call; a reply being committed *claims* it first. The
+    deadlines task wakes it (:meth:`~agent_messaging.runtime._slot.Slot.wake`) when its deadline passes."""
 
     __slots__ = (
         "__weakref__",
         "_claim",
         "closing",
         "conversation_id",
-        "expired",
         "recipient",
         "reply_id",
         "request_id",
@@ -86,36 +82,7 @@ class Waiter(Slot[T]):
         self.conversation_id = conversation_id
         self.reply_id: uuid.UUID | None = None
         self.closing = False
-        self.expired = False
         self._claim: anyio.Event | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether a reply or an error was handed over (the deadline passing is not that)."""
-        return self._done.is_set() and not self.expired
-
-    def resolve(self, value: T) -> None:
-        """Hand over ``value`` (ignored if a reply or an error was handed over already)."""
-        if not self.done:
-            self._value, self.expired = value, False
-            self._done.set()
-
-    def _hand_error(self, error: BaseException) -> None:
-        if not self.done:
-            self._error, self.expired = error, False
-            self._done.set()
-
-    def result(self) -> T:
-        """The reply handed over, or its error raised (the waiter must be :attr:`done`)."""
-        if not self.done:
-            raise RuntimeError("no reply or error was handed over to this waiter")
-        return super().result()
-
-    def expire(self) -> None:
-        """The caller's deadline passed: wake it with nothing handed over (it settles, then times out)."""
-        if not self._done.is_set():
-            self.expired = True
-            self._done.set()
 
     def try_claim(self) -> bool:
         """Reserve this waiter for a reply about to be committed; False if it is done, leaving or claimed."""
@@ -139,14 +106,14 @@ class Waiter(Slot[T]):
 
     def complete_error(self, error: BaseException) -> None:
         """Hand the committed error reply (a ``HandlerError``) to the caller (the waiter must be claimed)."""
-        self._hand_error(error)
+        super().fail(error)
         if self._claim is not None:
             self._claim.set()
 
     def fail(self, error: BaseException) -> None:
         """Wake the caller with ``error`` unless a reply is already on its way."""
         if not (self.closing or self._claim is not None):
-            self._hand_error(error)
+            super().fail(error)
 
     async def settle(self) -> None:
         """Stop waiting: if a reply is being committed for us, wait (shielded) until it settles."""
@@ -159,7 +126,7 @@ class Waiter(Slot[T]):
 
 
 class _Deadlines:
-    """The deadlines of the waiting callers, kept by one task that wakes (:meth:`Waiter.expire`) those whose
+    """The deadlines of the waiting callers, kept by one task that wakes (``Slot.wake``) those whose
     deadline passed. A call waits on its waiter alone: a cancel scope with a deadline per call, entered and
     left, was about a third of the calling side's time on trio's event loop (100 concurrent call pairs).
 
@@ -206,13 +173,13 @@ class _Deadlines:
                 while heap and heap[0][0] <= now:
                     waiter = _waiting(heapq.heappop(heap)[2])
                     if waiter is not None:
-                        waiter.expire()
+                        waiter.wake()
         finally:
             self.closed = True
             for entry in heap:
                 waiter = _waiting(entry[2])
                 if waiter is not None:
-                    waiter.expire()
+                    waiter.wake()
             heap.clear()
 
 
@@ -299,7 +266,7 @@ class Calls(Generic[T]):
             else:
                 deadline = anyio.current_time() + limit
                 if self._deadlines.add(waiter, deadline, len(self.by_id)):
-                    await waiter.wait_done()  # a reply, an error, or the deadline (expired)
+                    await waiter.wait_done()  # a reply, an error, or the deadline (woken)
                 if not waiter.done and self._deadlines.closed:  # the runtime closed first: nothing can
                     await anyio.sleep_until(deadline)  # answer now; time out at the deadline, as always
             cancelled = False

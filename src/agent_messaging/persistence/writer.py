@@ -368,16 +368,22 @@ class Writer:
         return kept
 
 
+_SEVERAL = object()
+"""In :class:`_Updated`: more than one statement updates this row or table."""
+
+
 class _Updated:
-    """The rows a group of units updates: which statements update each keyed row, and which statements update
-    rows of each table at all (a statement without a key may update any row of its table)."""
+    """The rows a group of units updates: the statement that updates each keyed row, the statement that
+    updates each table (either :data:`_SEVERAL` when more than one does), and the tables a statement without
+    a key updates (it may update any row of its table). One dict entry per row: the usual group, no row
+    updated twice, costs no more than that."""
 
     __slots__ = ("rows", "tables", "unkeyed")
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, Any], set[Statement]] = {}
-        self.tables: dict[str, set[Statement]] = {}
-        self.unkeyed: dict[str, set[Statement]] = {}
+        self.rows: dict[tuple[str, Any], object] = {}
+        self.tables: dict[str, object] = {}
+        self.unkeyed: set[str] = set()
 
     def clashes(self, write: Write) -> bool:
         """Whether another statement of the group may update a row that ``write`` updates."""
@@ -385,20 +391,27 @@ class _Updated:
         table = statement.updates
         if statement.key is None:
             found = self.tables.get(table)
+        elif table in self.unkeyed:
+            return True
         else:
-            found = self.unkeyed.get(table)
-            if not found or found == {statement}:
-                found = self.rows.get((table, write.row[statement.key]))
-        return found is not None and (len(found) > 1 or statement not in found)
+            found = self.rows.get((table, write.row[statement.key]))
+        return found is not None and found is not statement
 
     def add(self, write: Write) -> None:
         statement = write.statement
         table = statement.updates
-        self.tables.setdefault(table, set()).add(statement)
+        _note(self.tables, table, statement)
         if statement.key is None:
-            self.unkeyed.setdefault(table, set()).add(statement)
+            self.unkeyed.add(table)
         else:
-            self.rows.setdefault((table, write.row[statement.key]), set()).add(statement)
+            _note(self.rows, (table, write.row[statement.key]), statement)
+
+
+def _note(seen: dict[Any, object], key: Any, statement: Statement) -> None:
+    """Record that ``statement`` updates ``key`` (a row or a table)."""
+    found = seen.setdefault(key, statement)
+    if found is not statement:
+        seen[key] = _SEVERAL
 
 
 def _shared_tables(batch: list[_Unit]) -> set[str]:
@@ -443,17 +456,15 @@ def _separate(batch: list[_Unit]) -> list[list[_Unit]]:
 
 
 def _apart(batch: list[_Unit], shared: set[str]) -> bool:
-    """Whether no row of the ``shared`` tables is updated by two statements of ``batch`` (the usual case, told
-    with one dict: a statement without a key counts as a possible clash, for :func:`_separate` to sort out)."""
-    seen: dict[tuple[str, Any], Statement] = {}
+    """Whether no two statements of ``batch`` update one row of the ``shared`` tables: the usual batch, told in
+    one pass (a unit updating one row by two statements is a doubt, which :func:`_separate` sorts out)."""
+    updated = _Updated()
     for unit in batch:
         for w in unit.writes:
-            statement = w.statement
-            if statement.updates in shared:
-                if statement.key is None:
+            if w.statement.updates in shared:
+                if updated.clashes(w):
                     return False
-                if seen.setdefault((statement.updates, w.row[statement.key]), statement) is not statement:
-                    return False
+                updated.add(w)
     return True
 
 

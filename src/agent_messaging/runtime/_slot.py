@@ -19,19 +19,20 @@ T = TypeVar("T")
 
 
 class Slot(Generic[T]):
-    """A value or an error, handed over once."""
+    """A value or an error, handed over once; or a wake-up of the waiter with nothing handed over."""
 
-    __slots__ = ("_done", "_error", "_value")
+    __slots__ = ("_done", "_error", "_handed", "_value")
 
     def __init__(self) -> None:
-        self._done = anyio.Event()
+        self._done = anyio.Event()  # set by a hand-over or by wake()
+        self._handed = False
         self._value: T | None = None
         self._error: BaseException | None = None
 
     @property
     def done(self) -> bool:
         """Whether a value or an error was handed over."""
-        return self._done.is_set()
+        return self._handed
 
     @property
     def error(self) -> BaseException | None:
@@ -40,22 +41,28 @@ class Slot(Generic[T]):
 
     def resolve(self, value: T) -> None:
         """Hand over ``value`` (ignored if the slot is already done)."""
-        if not self._done.is_set():
-            self._value = value
+        if not self._handed:
+            self._handed, self._value = True, value
             self._done.set()
 
     def fail(self, error: BaseException) -> None:
         """Hand over ``error`` (ignored if the slot is already done)."""
-        if not self._done.is_set():
-            self._error = error
+        if not self._handed:
+            self._handed, self._error = True, error
             self._done.set()
 
+    def wake(self) -> None:
+        """Wake the waiter with nothing handed over (a deadline passed, say); a later hand-over still counts."""
+        self._done.set()
+
     async def wait_done(self) -> None:
-        """Wait until the slot is done, without raising its error."""
+        """Wait until the slot is done or woken, without raising its error."""
         await self._done.wait()
 
     def result(self) -> T:
         """The value of a done slot, or its error raised."""
+        if not self._handed:
+            raise RuntimeError("nothing was handed over to this slot")
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]  # None is a valid T for Slot[T | None]
